@@ -1,0 +1,47 @@
+# Shunter: `make demo` runs the whole system, `make test` runs the whole suite.
+# Both create .venv at the repository root and install what they need (the Kafka broker is
+# fetched from Maven Central into ~/.cache/shunter on first use).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install demo test test-unit test-integration typecheck broker-start broker-stop clean prereqs
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"' 
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,plots]'
+	@touch $(STAMP)
+
+install: prereqs $(STAMP)
+
+# Java 17+ and Maven run the local broker. On Debian/Ubuntu as root they are installed here.
+prereqs:
+	@bash .ci/prereqs.sh
+
+demo: install
+	$(VENV)/bin/shunter demo
+
+test: install
+	$(PY) -m pytest -q
+
+test-unit: install
+	$(PY) -m pytest -q tests/unit tests/agents
+
+test-integration: install
+	$(PY) -m pytest -q tests/integration tests/chaos
+
+typecheck: install
+	$(PY) -m mypy
+
+broker-start: install
+	$(VENV)/bin/shunter broker start
+
+broker-stop: install
+	$(VENV)/bin/shunter broker stop
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache

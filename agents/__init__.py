@@ -1,0 +1,1 @@
+"""Faust agents: thin. decode -> policies -> tables -> emit."""

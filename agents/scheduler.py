@@ -1,0 +1,266 @@
+"""The scheduler agent: decode -> the cell's pure state machine -> tables -> emit.
+
+One agent reads the three cell-keyed input topics (tasks, heartbeats, completions). They share a
+partition count, so every message of a cell reaches the same process, in order per topic, and
+the agent handles them one at a time: the cell's state needs no locks. A timer sends each owned
+cell a ``CellTick`` through the tasks topic, so lease expiry and liveness run through the same
+ordered path.
+
+Nothing here decides anything: scheduling lives in ``shunter.policies``.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import time
+from typing import Any
+
+import faust
+from faust.web import Request, Response, View
+
+from shunter.policies.cell import Cell, CellTiming, Effects
+from shunter.policies.document import PolicyDocument, default_policy, parse_policy
+from shunter.policies.errors import PolicyError
+from shunter.policies.learners import RuntimeEstimator
+from shunter.policies.model import Task, TaskRecord, Worker
+from shunter.policies.river_adapter import runtime_learner
+from shunter.streams.app import SchedulerTables, SchedulerTopics
+from shunter.streams.codec import CODEC
+from shunter.streams.errors import CodecError
+from shunter.streams.reader import PolicyFeed
+from shunter.streams.settings import Settings
+from shunter.streams.topics import TopicNames, worker_partition
+
+log = logging.getLogger("shunter.scheduler")
+
+# Which message types each input topic may carry; anything else is dead-lettered.
+_ACCEPTS = {
+    "tasks": {"TaskSubmitted", "TaskCancelled", "CellTick"},
+    "heartbeats": {"WorkerHeartbeat"},
+    "completions": {"TaskCompleted"},
+}
+MODEL_SNAPSHOT_EVERY = 50
+FINISHED_RETENTION_MS = 15 * 60 * 1000
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Scheduler:
+    """Holds the cells this process owns and wires them to Faust tables and topics."""
+
+    def __init__(self, app: faust.App, topics: SchedulerTopics, tables: SchedulerTables,
+                 settings: Settings, policy_feed: PolicyFeed | None) -> None:
+        self.app, self.topics, self.tables, self.settings = app, topics, tables, settings
+        self.names = TopicNames(settings)
+        self.feed = policy_feed
+        self.cells: dict[str, Cell] = {}
+        self.cell_partition: dict[str, int] = {}
+        self.snapshot_version: dict[str, int] = {}
+        self.timing = CellTiming(lease_s=settings.lease_s, heartbeat_timeout_s=settings.heartbeat_timeout_s)
+        self._policy: PolicyDocument = default_policy()
+
+    # ---------------------------------------------------------------------------------- cells
+    def policy(self) -> PolicyDocument:
+        latest = self.feed.latest() if self.feed else None
+        if latest is not None and latest["version"] != self._policy.version:
+            try:
+                self._policy = parse_policy(latest["body_yaml"], version=latest["version"])
+                log.warning("applied policy %s version %d", latest["name"], latest["version"])
+            except PolicyError as exc:
+                log.error("ignoring policy version %d: %s", latest["version"], exc)
+        return self._policy
+
+    def cell(self, name: str, partition: int | None) -> Cell:
+        cell = self.cells.get(name)
+        if cell is None:
+            cell = Cell(name, self.policy(), RuntimeEstimator(runtime_learner), self.timing)
+            blob = self.tables.cells.get(f"{name}#model")
+            if blob:
+                cell.estimator.restore(base64.b64decode(blob))
+            tasks = [TaskRecord.from_dict(v) for v in self.tables.tasks.values() if v and v["cell"] == name]
+            workers = [Worker.from_dict(v) for v in self.tables.workers.values() if v and v["cell"] == name]
+            cell.restore(self.tables.cells.get(name), tasks, workers)
+            self.cells[name] = cell
+            self.snapshot_version[name] = cell.estimator.version
+            log.warning("cell %s loaded: %d tasks, %d workers", name, len(tasks), len(workers))
+        if partition is not None:
+            self.cell_partition[name] = partition
+        return cell
+
+    def forget_partitions(self, partitions: set[int]) -> None:
+        for name, p in list(self.cell_partition.items()):
+            if p in partitions:
+                self.cells.pop(name, None)
+                self.cell_partition.pop(name, None)
+
+    # ---------------------------------------------------------------------------------- events
+    async def handle(self, event: Any) -> None:
+        msg = event.message
+        topic_kind = msg.topic[len(self.settings.topic_prefix):]
+        try:
+            kind, rec = CODEC.decode(event.value)
+            if kind not in _ACCEPTS.get(topic_kind, ()):
+                raise CodecError(f"a {kind} message does not belong on the {topic_kind} topic")
+        except CodecError as exc:
+            self._deadletter(msg, event.key, event.value, str(exc), None)
+            return
+        now = now_ms()
+        cell = self.cell(rec.get("cell") or "default", msg.partition)
+        fx = Effects()
+        policy = self.policy()
+        if policy is not cell.policy:
+            fx = cell.set_policy(policy, now)
+        if kind == "TaskSubmitted":
+            more = cell.submit(Task.from_record(rec), now)
+        elif kind == "TaskCancelled":
+            more = cell.cancel(rec["task_id"], rec["reason"], now)
+        elif kind == "WorkerHeartbeat":
+            more = cell.heartbeat(rec, now)
+        elif kind == "TaskCompleted":
+            more = cell.complete(rec, now)
+        else:
+            more = cell.tick(now)
+            for tid in cell.evict_finished(now - FINISHED_RETENTION_MS):
+                self.tables.tasks.pop(tid, None)
+        self._merge(fx, more)
+        self._apply(cell, fx, msg, event.key, event.value)
+
+    @staticmethod
+    def _merge(into: Effects, more: Effects) -> None:
+        into.assignments += more.assignments
+        into.statuses += more.statuses
+        into.audits += more.audits
+        into.deadletters += more.deadletters
+        into.tasks |= more.tasks
+        into.workers |= more.workers
+
+    def _apply(self, cell: Cell, fx: Effects, msg: Any, key: bytes | None, value: bytes) -> None:
+        for tid in fx.tasks:
+            rec = cell.tasks.get(tid)
+            if rec is not None:
+                self.tables.tasks[tid] = rec.to_dict()
+        for wid in fx.workers:
+            self.tables.workers[wid] = cell.workers[wid].to_dict()
+        if fx.audits:
+            self.tables.cells[cell.name] = cell.meta()
+        if cell.estimator.version - self.snapshot_version.get(cell.name, 0) >= MODEL_SNAPSHOT_EVERY:
+            self.tables.cells[f"{cell.name}#model"] = base64.b64encode(cell.estimator.snapshot()).decode()
+            self.snapshot_version[cell.name] = cell.estimator.version
+        parts = self.settings.partitions
+        for a in fx.assignments:
+            self.topics.assignments.send_soon(key=a["worker_id"].encode(), value=CODEC.encode("Assignment", a),
+                                              partition=worker_partition(a["worker_id"], parts))
+        for s in fx.statuses:
+            self.topics.task_status.send_soon(key=s["task_id"].encode(), value=CODEC.encode("TaskStatus", s))
+        for r in fx.audits:
+            self.topics.audit.send_soon(key=r["cell"].encode(), value=CODEC.encode("AuditRecord", r))
+        for tid, reason in fx.deadletters:
+            self._deadletter(msg, key, value, reason, tid)
+
+    def _deadletter(self, msg: Any, key: bytes | None, value: bytes, reason: str, task_id: str | None) -> None:
+        log.warning("dead-lettered a message from %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason)
+        self.topics.deadletter.send_soon(key=msg.topic.encode(), value=CODEC.encode("DeadLetter", {
+            "source_topic": msg.topic, "partition": msg.partition, "offset": msg.offset, "key": key,
+            "original": value or b"", "reason": reason, "task_id": task_id, "at_ms": now_ms(),
+        }))
+
+    async def tick_all(self) -> None:
+        owned = set(self.cells)
+        for key in list(self.tables.cells.keys()):
+            if "#" not in key:
+                owned.add(key)
+        now = now_ms()
+        for name in owned:
+            await self.topics.tasks.send(key=name.encode(), value=CODEC.encode("CellTick", {"cell": name, "at_ms": now}))
+
+    # ------------------------------------------------------------------------------------ reads
+    def find(self, task_id: str) -> tuple[Cell, TaskRecord] | None:
+        for cell in self.cells.values():
+            rec = cell.tasks.get(task_id)
+            if rec is not None:
+                return cell, rec
+        return None
+
+    def pools(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for cell in self.cells.values():
+            pools: dict[str, Any] = {}
+            for w in sorted(cell.workers.values(), key=lambda w: w.worker_id):
+                p = pools.setdefault(w.pool, {"workers": 0, "alive": 0, "slots": 0, "free_slots": 0, "running": 0})
+                p["workers"] += 1
+                p["alive"] += int(w.alive)
+                p["slots"] += w.slots
+                p["free_slots"] += max(0, w.free_slots) if w.alive else 0
+                p["running"] += len(w.running)
+            out[cell.name] = {"pools": pools, "pending": len(cell.queue), "policy_version": cell.policy.version,
+                              "strategy": cell.strategy.name, "model_version": cell.estimator.version}
+        return out
+
+
+def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, settings: Settings) -> Scheduler:
+    """Register the agent, timer, rebalance hook and web views on ``app``."""
+    feed = PolicyFeed(settings, TopicNames(settings).policies)
+    scheduler = Scheduler(app, topics, tables, settings, feed)
+
+    @app.task
+    async def start_policy_feed() -> None:
+        feed.start()
+
+    @app.agent(topics.inputs, name="scheduler")
+    async def schedule(stream: Any) -> None:
+        async for event in stream.events():
+            try:
+                await scheduler.handle(event)
+            except Exception:  # noqa: BLE001
+                # Crash-only: a half-applied event must not be followed by more. Exit so a
+                # supervisor restarts us; the cells are rebuilt from the changelogs and the
+                # uncommitted input is redelivered to idempotent handlers.
+                log.exception("scheduler failed on %s[%d]@%d; exiting", event.message.topic,
+                              event.message.partition, event.message.offset)
+                logging.shutdown()
+                os._exit(70)
+
+    @app.timer(interval=settings.tick_s)
+    async def tick() -> None:
+        await scheduler.tick_all()
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
+        scheduler.forget_partitions({tp.partition for tp in revoked})
+
+    @app.page("/tasks/{task_id}")
+    class TaskView(View):
+        async def get(self, request: Request, task_id: str) -> Response:
+            found = scheduler.find(task_id)
+            if found is None:
+                return self.json({"error": f"task {task_id} is not known to this scheduler"}, status=404)
+            cell, rec = found
+            body = rec.to_status()
+            body["explanation"] = rec.reason
+            body["queue_position"] = next((i for i, r in enumerate(cell.pending_in_order()) if r is rec), None)
+            return self.json(body)
+
+        async def delete(self, request: Request, task_id: str) -> Response:
+            found = scheduler.find(task_id)
+            if found is None:
+                return self.json({"error": f"task {task_id} is not known to this scheduler"}, status=404)
+            cell, _ = found
+            await topics.tasks.send(key=cell.name.encode(), value=CODEC.encode("TaskCancelled", {
+                "task_id": task_id, "cell": cell.name, "reason": "cancelled over HTTP", "requested_at_ms": now_ms()}))
+            return self.json({"task_id": task_id, "cancel": "requested"}, status=202)
+
+    @app.page("/pools")
+    class PoolsView(View):
+        async def get(self, request: Request) -> Response:
+            return self.json(scheduler.pools())
+
+    @app.page("/healthz")
+    class Health(View):
+        async def get(self, request: Request) -> Response:
+            return self.json({"ok": True, "cells": sorted(scheduler.cells)})
+
+    return scheduler

@@ -1,0 +1,1 @@
+"""The edges: client SDK, worker SDK, broker, CLI, demo."""

@@ -1,0 +1,337 @@
+"""A local, single-node Apache Kafka broker (KRaft) with no Docker and no download site.
+
+The broker jars come from one of, in order:
+
+1. ``KAFKA_HOME`` (an unpacked Apache Kafka distribution: its ``libs/`` is the classpath);
+2. ``SHUNTER_KAFKA_TARBALL`` (a ``kafka_2.13-X.tgz`` on disk, unpacked into the cache);
+3. Maven Central, through ``mvn dependency:copy-dependencies``, into the cache.
+
+Why Kafka 3.9.1: it is the last 3.x release, runs KRaft without ZooKeeper, and still accepts the
+older request versions that aiokafka (Faust's driver) uses to create topics. Kafka 4.x removed
+those versions. ``tests/integration`` proves Faust and confluent-kafka both work against it.
+
+State lives under ``$XDG_STATE_HOME/shunter/broker-<port>`` (log dirs, ``server.log``, pid file),
+the jars under ``$XDG_CACHE_HOME/shunter/kafka-<version>``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from shunter.streams.errors import BrokerError
+
+KAFKA_VERSION = "3.9.1"
+SCALA_VERSION = "2.13"
+# Kafka 3.9 logs through SLF4J 1.7; reload4j is the maintained log4j 1.x binding it documents.
+_SLF4J_BINDING = ("org.slf4j", "slf4j-reload4j", "1.7.36")
+
+_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>dev.shunter</groupId><artifactId>kafka-distribution</artifactId><version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_{scala}</artifactId>
+      <version>{kafka}</version></dependency>
+    <dependency><groupId>{bg}</groupId><artifactId>{ba}</artifactId><version>{bv}</version></dependency>
+  </dependencies>
+</project>
+"""
+
+_LOG4J = """log4j.rootLogger=INFO, file
+log4j.appender.file=org.apache.log4j.FileAppender
+log4j.appender.file.File={log}
+log4j.appender.file.layout=org.apache.log4j.PatternLayout
+log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka=INFO
+log4j.logger.org.apache.kafka=WARN
+log4j.logger.state.change.logger=WARN
+log4j.logger.kafka.log.LogCleaner=WARN
+log4j.logger.kafka.coordinator=WARN
+log4j.logger.kafka.server.epoch=WARN
+"""
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    return Path(os.environ.get(var) or Path.home() / fallback)
+
+
+def cache_dir() -> Path:
+    return _xdg("XDG_CACHE_HOME", ".cache") / "shunter"
+
+
+def state_dir() -> Path:
+    return _xdg("XDG_STATE_HOME", ".local/state") / "shunter"
+
+
+def _say(msg: str) -> None:
+    print(f"[broker] {msg}", file=sys.stderr, flush=True)
+
+
+def kafka_classpath(version: str = KAFKA_VERSION) -> str:
+    """Return the broker's Java classpath, fetching the distribution into the cache if needed."""
+    home = os.environ.get("KAFKA_HOME")
+    if home:
+        libs = Path(home) / "libs"
+        if not libs.is_dir():
+            raise BrokerError(f"KAFKA_HOME={home} has no libs/ folder; point it at an unpacked Kafka.")
+        return f"{libs}/*"
+    libs = cache_dir() / f"kafka-{version}" / "libs"
+    if not any(libs.glob(f"kafka_{SCALA_VERSION}-*.jar")):
+        tarball = os.environ.get("SHUNTER_KAFKA_TARBALL")
+        if tarball:
+            _unpack_tarball(Path(tarball), libs)
+        else:
+            _fetch_with_maven(version, libs)
+    return f"{libs}/*"
+
+
+def _unpack_tarball(tarball: Path, libs: Path) -> None:
+    _say(f"unpacking {tarball} into {libs}")
+    libs.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(tarball) as tar:
+        for member in tar.getmembers():
+            parts = Path(member.name).parts
+            if len(parts) == 3 and parts[1] == "libs" and member.name.endswith(".jar"):
+                member.name = parts[2]
+                tar.extract(member, libs, filter="data")
+
+
+def _fetch_with_maven(version: str, libs: Path) -> None:
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise BrokerError(
+            "Kafka is not cached and Maven is not installed: install Maven (apt-get install maven), "
+            "or set KAFKA_HOME / SHUNTER_KAFKA_TARBALL, or SHUNTER_BOOTSTRAP_SERVERS for a running cluster."
+        )
+    _say(f"fetching Apache Kafka {version} from Maven Central into {libs} (first run only)")
+    with tempfile.TemporaryDirectory() as tmp:
+        bg, ba, bv = _SLF4J_BINDING
+        pom = Path(tmp) / "pom.xml"
+        pom.write_text(_POM.format(scala=SCALA_VERSION, kafka=version, bg=bg, ba=ba, bv=bv))
+        staging = Path(tmp) / "libs"
+        proc = subprocess.run(
+            [mvn, "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
+             "-DincludeScope=runtime", f"-DoutputDirectory={staging}"],
+            capture_output=True, text=True,
+        )
+        if proc.returncode != 0:
+            raise BrokerError(f"Maven could not fetch Kafka {version}:\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}")
+        libs.parent.mkdir(parents=True, exist_ok=True)
+        if libs.exists():
+            shutil.rmtree(libs)
+        shutil.move(str(staging), str(libs))
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class LocalBroker:
+    """One single-node KRaft broker on loopback. ``port`` is the client port; controller is port+1."""
+
+    port: int = 9092
+    heap: str = "512m"
+    data_root: Path | None = None
+
+    @property
+    def home(self) -> Path:
+        return (self.data_root or state_dir()) / f"broker-{self.port}"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"localhost:{self.port}"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.home / "broker.pid"
+
+    @property
+    def logfile(self) -> Path:
+        return self.home / "server.log"
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return pid
+
+    def status(self) -> dict[str, object]:
+        pid = self.pid()
+        return {
+            "bootstrap": self.bootstrap,
+            "pid": pid,
+            "running": pid is not None and port_open("127.0.0.1", self.port),
+            "version": KAFKA_VERSION,
+            "home": str(self.home),
+        }
+
+    def _write_config(self) -> Path:
+        self.home.mkdir(parents=True, exist_ok=True)
+        cfg = self.home / "server.properties"
+        ctl = self.port + 1
+        cfg.write_text("\n".join([
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@localhost:{ctl}",
+            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{ctl}",
+            f"advertised.listeners=PLAINTEXT://localhost:{self.port}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            f"log.dirs={self.home / 'data'}",
+            "num.partitions=1",
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=4",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",
+            "auto.create.topics.enable=false",
+            "log.retention.hours=168",
+            "log.cleaner.dedupe.buffer.size=16777216",
+            "",
+        ]))
+        (self.home / "log4j.properties").write_text(_LOG4J.format(log=self.logfile))
+        return cfg
+
+    def _java(self, classpath: str, main: str, *args: str, **popen: object) -> list[str]:
+        return [
+            "java", f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j.configuration=file:{self.home / 'log4j.properties'}",
+            f"-Dkafka.logs.dir={self.home}",
+            "-cp", classpath, main, *args,
+        ]
+
+    def start(self, timeout: float = 90.0) -> dict[str, object]:
+        """Start the broker unless it already runs; return its status. Idempotent."""
+        if self.pid() is not None and port_open("127.0.0.1", self.port):
+            return self.status()
+        if port_open("127.0.0.1", self.port):
+            raise BrokerError(
+                f"port {self.port} is taken by a process Shunter did not start; "
+                f"stop it, pick another with --port, or set SHUNTER_BOOTSTRAP_SERVERS to use it."
+            )
+        if shutil.which("java") is None:
+            raise BrokerError("Java 17+ is needed to run Kafka: install openjdk-17-jre-headless.")
+        classpath = kafka_classpath()
+        cfg = self._write_config()
+        if not (self.home / "data" / "meta.properties").exists():
+            cluster_id = _kafka_cluster_id()
+            proc = subprocess.run(
+                self._java(classpath, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                           "-c", str(cfg), "--ignore-formatted"),
+                capture_output=True, text=True,
+            )
+            if proc.returncode != 0:
+                raise BrokerError(f"formatting the broker storage failed:\n{proc.stdout}{proc.stderr}")
+        _say(f"starting Kafka {KAFKA_VERSION} on {self.bootstrap} (logs: {self.logfile})")
+        with open(self.home / "stdout.log", "ab") as out:
+            proc_ = subprocess.Popen(
+                self._java(classpath, "kafka.Kafka", str(cfg)),
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.pidfile.write_text(str(proc_.pid))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc_.poll() is not None:
+                raise BrokerError(f"Kafka exited with code {proc_.returncode} while starting:\n{self._tail()}")
+            if port_open("127.0.0.1", self.port) and _metadata_ok(self.bootstrap) \
+                    and _coordinator_ok(self.bootstrap):
+                return self.status()
+            time.sleep(0.3)
+        self.stop()
+        raise BrokerError(f"Kafka did not answer on {self.bootstrap} within {timeout:.0f}s:\n{self._tail()}")
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop the broker this module started (by its pid file). Returns whether one was running."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            _reap(pid)
+            time.sleep(0.2)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            _reap(pid)
+        self.pidfile.unlink(missing_ok=True)
+        return True
+
+    def wipe(self) -> None:
+        """Stop and delete all broker state (topics, offsets)."""
+        self.stop()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+    def _tail(self, lines: int = 30) -> str:
+        text = ""
+        for f in (self.home / "stdout.log", self.logfile):
+            if f.exists():
+                text += "\n".join(f.read_text(errors="replace").splitlines()[-lines:]) + "\n"
+        return text
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _kafka_cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes in URL-safe base64 without padding."""
+    import base64
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def _metadata_ok(bootstrap: str) -> bool:
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=2)
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+        return False
+
+
+def _coordinator_ok(bootstrap: str) -> bool:
+    """The group coordinator answers (a fresh broker creates __consumer_offsets on first use)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "shunter-broker-probe"})
+    try:
+        consumer.committed([TopicPartition("__shunter_probe", 0)], timeout=3)
+        return True
+    except Exception:  # noqa: BLE001 - NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS mean "not yet"
+        return False
+    finally:
+        consumer.close()

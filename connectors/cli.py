@@ -1,0 +1,266 @@
+"""The ``shunter`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+from shunter.policies.errors import ShunterError
+
+
+def _print(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=False, default=str))
+
+
+# ------------------------------------------------------------------------------------- broker
+def cmd_broker(args: argparse.Namespace) -> int:
+    from shunter.connectors.broker import LocalBroker
+
+    broker = LocalBroker(port=args.port)
+    if args.action == "start":
+        _print(broker.start())
+    elif args.action == "stop":
+        print("stopped" if broker.stop() else "no broker was running")
+    elif args.action == "wipe":
+        broker.wipe()
+        print(f"stopped and deleted {broker.home}")
+    else:
+        st = broker.status()
+        _print(st)
+        return 0 if st["running"] else 3
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from shunter.streams.settings import Settings
+    from shunter.streams.topics import create_topics
+
+    _print(create_topics(Settings.from_env()))
+    return 0
+
+
+# ---------------------------------------------------------------------------------- processes
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    import faust
+
+    from shunter.agents.scheduler import install
+    from shunter.streams.app import create_app
+    from shunter.streams.settings import Settings
+    from shunter.streams.topics import create_topics
+
+    settings = Settings.from_env()
+    create_topics(settings)
+    app, topics, tables = create_app(settings)
+    install(app, topics, tables, settings)
+    worker = faust.Worker(app, loglevel=args.loglevel, quiet=True)
+    worker.execute_from_commandline()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import random
+
+    from shunter.connectors.client import producer
+    from shunter.connectors.worker import ShunterWorker, WorkerSpec, demo_runner
+    from shunter.streams.settings import Settings
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = Settings.from_env()
+    shared = producer(settings)
+    workers = []
+    for i in range(args.count):
+        wid = f"{args.id_prefix}-{args.pool}-{i}"
+        spec = WorkerSpec(wid, args.pool, args.cell, args.slots, cpu=args.cpu, gpu=args.gpu,
+                          gpu_memory_gb=args.gpu_memory_gb, region=args.region)
+        run = demo_runner(args.pool, args.time_scale, random.Random(f"{wid}"))
+        workers.append(ShunterWorker(settings, spec, run, producer=shared).start())
+    print(f"{len(workers)} worker(s) in pool {args.pool} running; SIGTERM drains them", flush=True)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    done.wait()
+    for w in workers:
+        w.stop(drain=True, timeout=args.drain_timeout)
+    shared.flush(10)
+    return 0
+
+
+# ------------------------------------------------------------------------------------- client
+def _client() -> Any:
+    from shunter.connectors.client import ShunterClient
+
+    return ShunterClient()
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    client = _client()
+    tid = client.submit(args.type, tenant=args.tenant, cell=args.cell, priority=args.priority,
+                        deadline_s=args.deadline_s, gpu=args.gpu, runtime_hint_s=args.runtime_hint_s,
+                        governance_tags=args.tag or (), idempotency_key=args.idempotency_key,
+                        payload=(args.payload or "").encode())
+    client.flush()
+    if args.wait:
+        _print(client.wait(tid, timeout=args.timeout))
+    else:
+        print(tid)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    st = _client().query(args.task_id)
+    if st is None:
+        print(f"task {args.task_id} is not known to the scheduler", file=sys.stderr)
+        return 1
+    _print(st)
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    _client().cancel(args.task_id, cell=args.cell)
+    print(f"cancel requested for {args.task_id}")
+    return 0
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    _print(_client().wait(args.task_id, timeout=args.timeout))
+    return 0
+
+
+def cmd_policy(args: argparse.Namespace) -> int:
+    from shunter.policies.document import parse_policy
+
+    client = _client()
+    if args.action == "apply":
+        text = Path(args.file).read_text()
+        parse_policy(text)
+        print(f"applied as version {client.update_policy(text)}")
+    elif args.action == "validate":
+        doc = parse_policy(Path(args.file).read_text())
+        print(f"valid: strategy={doc.strategy} mode={doc.mode} pools={', '.join(doc.pools) or '-'}")
+    elif args.action == "history":
+        for d in client.policy_history():
+            print(f"v{d['version']}\t{d['applied_by']}\t{d['applied_at_ms']}")
+    elif args.action == "rollback":
+        print(f"rolled back: version {args.version} republished as version {client.rollback_policy(args.version)}")
+    else:
+        history = client.policy_history()
+        if not history:
+            from shunter.policies.document import DEFAULT_POLICY_YAML
+
+            print("# no policy applied yet; the built-in default is in force:\n" + DEFAULT_POLICY_YAML)
+        else:
+            print(f"# version {history[-1]['version']}\n{history[-1]['body_yaml']}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from shunter.connectors.demo import DemoOptions, run_demo
+
+    opts = DemoOptions(tasks=args.tasks, utilization=args.utilization, time_scale=args.time_scale,
+                       seed=args.seed, json=args.json, keep_broker=args.keep_broker)
+    summary = run_demo(opts)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print("\nShunter demo summary")
+        for k, v in summary.items():
+            print(f"  {k:>14}: {v}")
+    return 0 if summary["lost"] == 0 else 1
+
+
+# ----------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="shunter", description="Shunter: an event-driven task scheduler on Kafka.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    b = add("broker", cmd_broker, "run a local single-node Kafka (KRaft); no Docker needed")
+    b.add_argument("action", choices=["start", "stop", "status", "wipe"])
+    b.add_argument("--port", type=int, default=9092)
+
+    t = add("topics", cmd_topics, "create Shunter's topics (idempotent)")
+    t.add_argument("action", choices=["create"])
+
+    s = add("scheduler", cmd_scheduler, "run the scheduler (a Faust worker)")
+    s.add_argument("--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"])
+
+    w = add("worker", cmd_worker, "run demo workers that sleep for each task's simulated runtime")
+    w.add_argument("--pool", required=True)
+    w.add_argument("--count", type=int, default=1)
+    w.add_argument("--slots", type=int, default=1)
+    w.add_argument("--cell", default="default")
+    w.add_argument("--cpu", type=float, default=4.0)
+    w.add_argument("--gpu", type=int, default=0)
+    w.add_argument("--gpu-memory-gb", type=float, default=0.0)
+    w.add_argument("--region", default="local")
+    w.add_argument("--id-prefix", default="worker")
+    w.add_argument("--time-scale", type=float, default=1.0, help="divide every runtime by this")
+    w.add_argument("--drain-timeout", type=float, default=60.0)
+
+    su = add("submit", cmd_submit, "submit one task")
+    su.add_argument("type")
+    su.add_argument("--tenant", default="default")
+    su.add_argument("--cell", default="default")
+    su.add_argument("--priority", default="medium", choices=["critical", "high", "medium", "low"])
+    su.add_argument("--deadline-s", type=float)
+    su.add_argument("--gpu", type=int, default=0)
+    su.add_argument("--runtime-hint-s", type=float)
+    su.add_argument("--tag", action="append", help="governance tag (repeatable)")
+    su.add_argument("--idempotency-key")
+    su.add_argument("--payload", help='e.g. \'{"runtime_s": {"cpu": 0.5}}\' for demo workers')
+    su.add_argument("--wait", action="store_true")
+    su.add_argument("--timeout", type=float, default=60.0)
+
+    st = add("status", cmd_status, "show a task's state (from the scheduler's HTTP API)")
+    st.add_argument("task_id")
+    c = add("cancel", cmd_cancel, "cancel a task")
+    c.add_argument("task_id")
+    c.add_argument("--cell", default="default")
+    wt = add("wait", cmd_wait, "wait until a task is terminal")
+    wt.add_argument("task_id")
+    wt.add_argument("--timeout", type=float, default=60.0)
+
+    pol = add("policy", cmd_policy, "apply, validate, show, list or roll back policy documents")
+    pol.add_argument("action", choices=["apply", "validate", "show", "history", "rollback"])
+    pol.add_argument("file", nargs="?")
+    pol.add_argument("--version", type=int)
+
+    d = add("demo", cmd_demo, "run the whole system on the seed-mix workload and report")
+    d.add_argument("--tasks", type=int, default=300)
+    d.add_argument("--utilization", type=float, default=0.6)
+    d.add_argument("--time-scale", type=float, default=4.0, help="divide runtimes and deadlines by this")
+    d.add_argument("--seed", type=int, default=1)
+    d.add_argument("--json", action="store_true")
+    d.add_argument("--keep-broker", action="store_true", help="leave a broker the demo started running")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "action", None) in ("apply", "validate") and args.command == "policy" and not args.file:
+        print("shunter policy apply|validate needs a FILE", file=sys.stderr)
+        return 2
+    if args.command == "policy" and args.action == "rollback" and args.version is None:
+        print("shunter policy rollback needs --version N", file=sys.stderr)
+        return 2
+    try:
+        return int(args.fn(args) or 0)
+    except ShunterError as exc:
+        print(f"shunter: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

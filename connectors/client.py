@@ -1,0 +1,205 @@
+"""Client SDK: submit, query, cancel, wait, update_policy.
+
+Submission is idempotent: the task id is derived from the idempotency key when one is given, and
+the scheduler ignores a task id (or key) it has seen, so retrying ``submit`` never runs twice.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from typing import Any, Iterable
+
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Producer, TopicPartition
+
+from shunter.policies.document import parse_policy
+from shunter.policies.model import Priority, TaskState
+from shunter.streams.codec import CODEC
+from shunter.streams.errors import CodecError
+from shunter.streams.reader import read_records
+from shunter.streams.settings import Settings
+from shunter.streams.topics import TopicNames
+
+_NAMESPACE = uuid.UUID("5b0f3c1e-2f43-4c1b-9a7e-5e1a7c0d9f10")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def producer(settings: Settings, **extra: Any) -> Producer:
+    conf = {"bootstrap.servers": settings.bootstrap, "linger.ms": 2, "enable.idempotence": True, "acks": "all"}
+    conf.update(extra)
+    return Producer(conf)
+
+
+class ShunterClient:
+    """Talks to Shunter through Kafka (writes) and the scheduler's HTTP API (reads)."""
+
+    def __init__(self, settings: Settings | None = None, scheduler_url: str | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self.topics = TopicNames(self.settings)
+        self.scheduler_url = scheduler_url or f"http://127.0.0.1:{self.settings.web_port}"
+        self._producer = producer(self.settings)
+
+    def submit(self, task_type: str, *, tenant: str = "default", cell: str = "default",
+               priority: str | Priority = "medium", deadline_s: float | None = None,
+               cpu: float = 1.0, gpu: int = 0, gpu_memory_gb: float = 0.0, memory_gb: float = 0.0,
+               cost_tolerance: float | None = None, governance_tags: Iterable[str] = (),
+               size_features: dict[str, float] | None = None, runtime_hint_s: float | None = None,
+               idempotency_key: str | None = None, batch_key: str | None = None, max_attempts: int = 3,
+               payload: bytes = b"", task_id: str | None = None, submitted_at_ms: int | None = None) -> str:
+        """Publish a TaskSubmitted; returns the task id (the same one for the same idempotency key)."""
+        if task_id is None:
+            task_id = str(uuid.uuid5(_NAMESPACE, f"{tenant}/{idempotency_key}")) if idempotency_key else str(uuid.uuid4())
+        at = submitted_at_ms or now_ms()
+        prio = priority.label if isinstance(priority, Priority) else Priority.parse(priority).label
+        record = {
+            "task_id": task_id, "tenant": tenant, "cell": cell, "task_type": task_type, "priority": prio,
+            "deadline_ms": None if deadline_s is None else at + int(deadline_s * 1000),
+            "resources": {"cpu": cpu, "gpu": gpu, "gpu_memory_gb": gpu_memory_gb, "memory_gb": memory_gb},
+            "cost_tolerance": cost_tolerance, "governance_tags": list(governance_tags),
+            "size_features": dict(size_features or {}), "runtime_hint_s": runtime_hint_s,
+            "idempotency_key": idempotency_key, "batch_key": batch_key, "max_attempts": max_attempts,
+            "payload": payload, "submitted_at_ms": at,
+        }
+        self._produce(self.topics.tasks, cell, CODEC.encode("TaskSubmitted", record))
+        return task_id
+
+    def cancel(self, task_id: str, cell: str = "default", reason: str = "cancelled by user") -> None:
+        self._produce(self.topics.tasks, cell, CODEC.encode("TaskCancelled", {
+            "task_id": task_id, "cell": cell, "reason": reason, "requested_at_ms": now_ms()}))
+        self.flush()
+
+    def query(self, task_id: str) -> dict[str, Any] | None:
+        """The task's status from the scheduler's HTTP API, or None if it does not know the task."""
+        try:
+            with urllib.request.urlopen(f"{self.scheduler_url}/tasks/{task_id}", timeout=5) as resp:
+                body: dict[str, Any] = json.load(resp)
+                return body
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            raise
+
+    def wait(self, task_id: str, timeout: float = 60.0, poll_s: float = 0.2) -> dict[str, Any]:
+        """Block until the task is terminal; raise TimeoutError with its last known state."""
+        self.flush()
+        deadline = time.monotonic() + timeout
+        last: dict[str, Any] | None = None
+        while time.monotonic() < deadline:
+            last = self.query(task_id)
+            if last is not None and last["state"] in TaskState.TERMINAL:
+                return last
+            time.sleep(poll_s)
+        raise TimeoutError(f"task {task_id} not finished after {timeout:g}s; last state: {last and last['state']}")
+
+    def policy_history(self, name: str = "default") -> list[dict[str, Any]]:
+        docs = [r for kind, r in read_records(self.settings, self.topics.policies)
+                if kind == "PolicyDocument" and r["name"] == name]
+        return sorted(docs, key=lambda r: r["version"])
+
+    def update_policy(self, yaml_text: str, applied_by: str = "cli") -> int:
+        """Validate and publish a policy document as the next version; returns that version."""
+        doc = parse_policy(yaml_text)
+        history = self.policy_history(doc.name)
+        version = (history[-1]["version"] if history else 0) + 1
+        self._produce(self.topics.policies, f"{doc.name}:{version:08d}", CODEC.encode("PolicyDocument", {
+            "name": doc.name, "version": version, "body_yaml": yaml_text, "applied_by": applied_by,
+            "applied_at_ms": now_ms()}))
+        self.flush()
+        return version
+
+    def rollback_policy(self, version: int, name: str = "default") -> int:
+        """Republish an older version's body as the newest version."""
+        for doc in self.policy_history(name):
+            if doc["version"] == version:
+                return self.update_policy(doc["body_yaml"], applied_by=f"rollback to v{version}")
+        raise ValueError(f"policy {name!r} has no version {version}; see `shunter policy history`.")
+
+    def send_raw(self, topic: str, key: str, value: bytes) -> None:
+        """Publish bytes as they are (for tests and probes of the dead-letter path)."""
+        self._produce(topic, key, value)
+
+    def _produce(self, topic: str, key: str, value: bytes) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, key=key.encode(), value=value)
+                break
+            except BufferError:
+                self._producer.poll(0.1)
+        self._producer.poll(0)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        left = self._producer.flush(timeout)
+        if left:
+            raise TimeoutError(f"{left} message(s) not delivered to Kafka within {timeout:g}s")
+
+    def close(self) -> None:
+        self.flush()
+
+
+class StatusTracker:
+    """Follows the task-status topic in a thread and keeps the latest status of every task."""
+
+    def __init__(self, settings: Settings, from_beginning: bool = False) -> None:
+        self.settings = settings
+        self.topic = TopicNames(settings).task_status
+        self.latest: dict[str, dict[str, Any]] = {}
+        self.first_seen_ms: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._from_beginning = from_beginning
+        self._thread = threading.Thread(target=self._run, name="status-tracker", daemon=True)
+
+    def start(self) -> "StatusTracker":
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise TimeoutError("the status tracker could not subscribe to the task-status topic")
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return dict(self.latest)
+
+    def terminal(self, ids: Iterable[str]) -> int:
+        with self._lock:
+            return sum(1 for t in ids if t in self.latest and self.latest[t]["state"] in TaskState.TERMINAL)
+
+    def _run(self) -> None:
+        consumer = Consumer({"bootstrap.servers": self.settings.bootstrap, "group.id": f"shunter-status-{uuid.uuid4().hex[:8]}",
+                             "enable.auto.commit": False})
+        try:
+            meta = consumer.list_topics(self.topic, timeout=30)
+            parts = meta.topics[self.topic].partitions
+            start = OFFSET_BEGINNING if self._from_beginning else OFFSET_END
+            tps = [TopicPartition(self.topic, p, start) for p in parts]
+            if not self._from_beginning:
+                tps = [TopicPartition(self.topic, tp.partition,
+                                      consumer.get_watermark_offsets(tp, timeout=10)[1]) for tp in tps]
+            consumer.assign(tps)
+            self._ready.set()
+            while not self._stop.is_set():
+                for msg in consumer.consume(500, 0.2):
+                    if msg.error():
+                        continue
+                    try:
+                        rec = CODEC.decode_as("TaskStatus", msg.value())
+                    except CodecError:
+                        continue
+                    with self._lock:
+                        prev = self.latest.get(rec["task_id"])
+                        # A terminal state is final: never let a reordered older update replace it.
+                        if prev is None or prev["state"] not in TaskState.TERMINAL:
+                            self.latest[rec["task_id"]] = rec
+        finally:
+            consumer.close()

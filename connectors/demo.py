@@ -1,0 +1,199 @@
+"""``shunter demo``: the whole system on one machine, end to end, with an honest summary.
+
+Starts (or reuses) the broker, creates topics, starts the scheduler and demo workers in three pools
+as separate processes, replays the seed-mix workload in real time, waits until every task is
+terminal, stops what it started and reports. ``lost`` counts submitted tasks that never reached a
+terminal state; it must be 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shunter.connectors.broker import LocalBroker, state_dir
+from shunter.connectors.client import ShunterClient, StatusTracker
+from shunter.policies.model import TaskState
+from shunter.policies.workloads import CLUSTER, at_utilization, seed_mix
+from shunter.streams.reader import read_records
+from shunter.streams.settings import Settings
+from shunter.streams.topics import TopicNames, create_topics
+
+
+@dataclass
+class DemoOptions:
+    tasks: int = 300
+    utilization: float = 0.6
+    time_scale: float = 4.0
+    seed: int = 1
+    json: bool = False
+    timeout_s: float = 300.0
+    keep_broker: bool = False
+
+
+def _say(opts: DemoOptions, msg: str) -> None:
+    print(msg, file=sys.stderr if opts.json else sys.stdout, flush=True)
+
+
+class Processes:
+    """Child processes this demo started, stopped by their PIDs (never by name)."""
+
+    def __init__(self, logdir: Path) -> None:
+        self.logdir = logdir
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = open(self.logdir / f"{name}.log", "wb")
+        proc = subprocess.Popen([sys.executable, "-m", "shunter.connectors.cli", *args], env={**os.environ, **env},
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.procs.append((name, proc))
+        return proc
+
+    def check(self) -> None:
+        for name, p in self.procs:
+            if p.poll() is not None:
+                tail = (self.logdir / f"{name}.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{name} exited with code {p.returncode}:\n{tail}")
+
+    def stop_all(self, timeout: float = 30.0) -> None:
+        for _, p in reversed(self.procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for _, p in self.procs:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=2) as resp:
+        return json.load(resp)
+
+
+def wait_for_workers(settings: Settings, expected: int, procs: Processes, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    seen = 0
+    while time.monotonic() < deadline:
+        procs.check()
+        try:
+            cells = _get_json(f"http://127.0.0.1:{settings.web_port}/pools")
+            seen = sum(p["alive"] for c in cells.values() for p in c["pools"].values())
+            if seen >= expected:
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"only {seen} of {expected} demo workers registered with the scheduler within {timeout:.0f}s")
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    return round(s[min(len(s) - 1, int(q * (len(s) - 1) + 0.5))], 4)
+
+
+def run_demo(opts: DemoOptions, settings: Settings | None = None) -> dict[str, Any]:
+    settings = settings or Settings.from_env()
+    broker = None
+    started_broker = False
+    if not settings.external_broker:
+        broker = LocalBroker()
+        started_broker = not broker.status()["running"]
+        _say(opts, f"broker: {'starting' if started_broker else 'reusing'} local Kafka on {broker.bootstrap}")
+        broker.start()
+    create_topics(settings)
+    run_dir = state_dir() / "demo"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    procs = Processes(run_dir)
+    env = settings.to_env()
+    total_workers = sum(p.workers for p in CLUSTER)
+    try:
+        _say(opts, f"starting the scheduler and {total_workers} workers in {len(CLUSTER)} pools (logs in {run_dir})")
+        procs.spawn("scheduler", ["scheduler"], env)
+        for p in CLUSTER:
+            procs.spawn(f"workers-{p.name}", [
+                "worker", "--pool", p.name, "--count", str(p.workers), "--slots", str(p.slots),
+                "--gpu", str(p.gpu), "--gpu-memory-gb", str(p.gpu_memory_gb), "--id-prefix", "demo",
+                "--time-scale", str(opts.time_scale)], env)
+        wait_for_workers(settings, total_workers, procs)
+        summary = _replay(opts, settings, procs)
+    finally:
+        _say(opts, "stopping the scheduler and workers")
+        procs.stop_all()
+        if broker is not None and started_broker and not opts.keep_broker:
+            _say(opts, "stopping the broker this demo started")
+            broker.stop()
+    return summary
+
+
+def _replay(opts: DemoOptions, settings: Settings, procs: Processes) -> dict[str, Any]:
+    items = at_utilization(seed_mix(opts.tasks, opts.seed), opts.utilization)
+    tracker = StatusTracker(settings).start()
+    client = ShunterClient(settings)
+    ids: list[str] = []
+    t0 = time.monotonic()
+    last = 0.0
+    try:
+        for item in items:
+            wait = item.arrival_s / opts.time_scale - (time.monotonic() - t0)
+            if wait > 0:
+                time.sleep(wait)
+            task = item.to_task()
+            payload = json.dumps({"runtime_s": item.true_runtime_s}).encode()
+            deadline = None if item.deadline_s is None else item.deadline_s / opts.time_scale
+            ids.append(client.submit(task.task_type, tenant="demo", priority=task.priority, deadline_s=deadline,
+                                     size_features=task.size_features, payload=payload))
+            if time.monotonic() - last > 2:
+                last = time.monotonic()
+                _say(opts, f"  submitted {len(ids)}/{len(items)}, finished {tracker.terminal(ids)}")
+        client.flush()
+        deadline_at = time.monotonic() + opts.timeout_s
+        while tracker.terminal(ids) < len(ids) and time.monotonic() < deadline_at:
+            procs.check()
+            time.sleep(0.5)
+            if time.monotonic() - last > 2:
+                last = time.monotonic()
+                _say(opts, f"  submitted {len(ids)}/{len(items)}, finished {tracker.terminal(ids)}")
+        time.sleep(1.0)  # let the last audit records land
+    finally:
+        tracker.stop()
+    wall = time.monotonic() - t0
+    return summarize(settings, ids, tracker.snapshot(), wall)
+
+
+def summarize(settings: Settings, ids: list[str], statuses: dict[str, dict[str, Any]], wall_s: float) -> dict[str, Any]:
+    mine = set(ids)
+    counts = {s: 0 for s in ("succeeded", "failed", "cancelled", "rejected", "deadlettered")}
+    latencies: list[float] = []
+    by_pool: dict[str, int] = {}
+    for tid in ids:
+        st = statuses.get(tid)
+        if st is None or st["state"] not in TaskState.TERMINAL:
+            continue
+        counts[st["state"]] += 1
+        latencies.append((st["updated_at_ms"] - st["submitted_at_ms"]) / 1000.0)
+        if st["pool"] and st["state"] == TaskState.SUCCEEDED:
+            by_pool[st["pool"]] = by_pool.get(st["pool"], 0) + 1
+    audit = sum(1 for kind, r in read_records(settings, TopicNames(settings).audit) if r["task_id"] in mine)
+    return {
+        "submitted": len(ids),
+        **counts,
+        "lost": len(ids) - sum(counts.values()),
+        "audit_records": audit,
+        "latency_s": {"p50": _percentile(latencies, 0.5), "p95": _percentile(latencies, 0.95),
+                      "p99": _percentile(latencies, 0.99)},
+        "by_pool": dict(sorted(by_pool.items())),
+        "wall_s": round(wall_s, 1),
+    }

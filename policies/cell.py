@@ -1,0 +1,398 @@
+"""A cell: one scheduling domain's pending queue, workers and models, as a pure state machine.
+
+Every input (submission, cancellation, heartbeat, completion, timer tick, policy change) is a
+method that mutates the cell and returns ``Effects``: the records to emit (assignments, task
+statuses, audit records, dead letters) and which task and worker records changed, so the agent
+can persist exactly those. Nothing here does I/O; the Faust agents and the simulator both drive
+this same class.
+
+Idempotence: a redelivered submission, completion or cancellation finds the cell already in the
+state it leads to and yields no effects, so at-least-once delivery never double-assigns,
+double-counts or double-audits.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from shunter.policies.audit import AuditChain
+from shunter.policies.document import PolicyDocument
+from shunter.policies.learners import RuntimeEstimator
+from shunter.policies.model import Task, TaskRecord, TaskState, Worker
+from shunter.policies.placement import Decision, PlacementContext
+from shunter.policies.queueing import PendingQueue
+from shunter.policies.strategies import Strategy, strategy
+
+MAX_DEADLINE_HORIZON_MS = 30 * 24 * 3600 * 1000
+MAX_HINT_S = 7 * 24 * 3600.0
+DISPATCH_SCAN = 64
+"""How far past a blocked head the dispatcher looks for a task that fits elsewhere (backfill)."""
+
+
+@dataclass
+class Effects:
+    assignments: list[dict[str, Any]] = field(default_factory=list)
+    statuses: list[dict[str, Any]] = field(default_factory=list)
+    audits: list[dict[str, Any]] = field(default_factory=list)
+    deadletters: list[tuple[str, str]] = field(default_factory=list)
+    """(task id, reason) of inputs refused; the agent adds the original bytes."""
+    tasks: set[str] = field(default_factory=set)
+    workers: set[str] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.assignments or self.statuses or self.audits or self.deadletters
+                    or self.tasks or self.workers)
+
+
+@dataclass(frozen=True)
+class CellTiming:
+    lease_s: float = 10.0
+    heartbeat_timeout_s: float = 5.0
+
+
+def validate_task(task: Task, now_ms: int) -> str | None:
+    """Why a schema-valid submission is still absurd, or None. Such tasks are dead-lettered."""
+    if not task.task_id or len(task.task_id) > 256:
+        return "task_id must be 1 to 256 characters"
+    if not task.tenant or len(task.tenant) > 128:
+        return "tenant must be 1 to 128 characters"
+    if task.deadline_ms is not None:
+        if task.deadline_ms <= task.submitted_at_ms:
+            return "deadline is not after the submission time"
+        if task.deadline_ms < now_ms - 60_000:
+            return "deadline is in the past"
+        if task.deadline_ms - task.submitted_at_ms > MAX_DEADLINE_HORIZON_MS:
+            return "deadline is more than 30 days after submission"
+    if task.runtime_hint_s is not None and not (0 < task.runtime_hint_s <= MAX_HINT_S):
+        return "runtime_hint_s must be > 0 and at most 7 days"
+    if task.resources.cpu < 0 or task.resources.gpu < 0 or task.resources.gpu_memory_gb < 0:
+        return "resource hints must not be negative"
+    if task.max_attempts < 1 or task.max_attempts > 100:
+        return "max_attempts must be 1 to 100"
+    if len(task.governance_tags) > 64 or len(task.size_features) > 64:
+        return "at most 64 governance tags and 64 size features"
+    if any(v != v or v < 0 for v in task.size_features.values()):
+        return "size features must be non-negative numbers"
+    return None
+
+
+class Cell:
+    def __init__(self, name: str, policy: PolicyDocument, estimator: RuntimeEstimator,
+                 timing: CellTiming = CellTiming(), seed: int = 0,
+                 strategy_override: str | None = None) -> None:
+        self.name = name
+        self.timing = timing
+        self.estimator = estimator
+        self.tasks: dict[str, TaskRecord] = {}
+        self.by_idempotency_key: dict[str, str] = {}
+        self.workers: dict[str, Worker] = {}
+        self.chain = AuditChain()
+        self.rng = random.Random(seed)
+        self.rr_position = 0
+        self.tenant_spend: dict[str, float] = {}
+        self.spend_hour = -1
+        self.recent_batch_keys: dict[str, str] = {}
+        self._strategy_override = strategy_override
+        self.queue = PendingQueue()
+        self.set_policy(policy)
+
+    # ----------------------------------------------------------------------------------- policy
+    def set_policy(self, policy: PolicyDocument, now_ms: int | None = None) -> Effects:
+        """Switch to ``policy``; pending tasks are re-keyed under the new queue order."""
+        self.policy = policy
+        self.strategy: Strategy = strategy(self._strategy_override or policy.strategy)
+        self.framework = self.strategy.framework(policy)
+        pending = [r for r in self.tasks.values() if r.state == TaskState.PENDING]
+        for r in pending:
+            self.queue.remove(r.task.task_id)
+            self._enqueue(r)
+        fx = Effects()
+        if now_ms is not None:
+            self._dispatch(now_ms, fx)
+        return fx
+
+    # ----------------------------------------------------------------------------------- inputs
+    def submit(self, task: Task, now_ms: int) -> Effects:
+        fx = Effects()
+        if task.task_id in self.tasks:
+            return fx
+        if task.idempotency_key and task.idempotency_key in self.by_idempotency_key:
+            return fx
+        rec = TaskRecord(task=task, updated_at_ms=now_ms)
+        problem = validate_task(task, now_ms)
+        if problem is not None:
+            self.tasks[task.task_id] = rec
+            self._finish(rec, TaskState.DEADLETTERED, problem, now_ms, fx)
+            fx.deadletters.append((task.task_id, problem))
+            return fx
+        self.tasks[task.task_id] = rec
+        if task.idempotency_key:
+            self.by_idempotency_key[task.idempotency_key] = task.task_id
+        fx.tasks.add(task.task_id)
+        never = self._statically_unplaceable(task)
+        if never is not None:
+            self._finish(rec, TaskState.REJECTED, never, now_ms, fx, action="reject")
+            return fx
+        self._enqueue(rec)
+        fx.statuses.append(rec.to_status())
+        self._dispatch(now_ms, fx)
+        return fx
+
+    def cancel(self, task_id: str, reason: str, now_ms: int) -> Effects:
+        fx = Effects()
+        rec = self.tasks.get(task_id)
+        if rec is None or rec.terminal:
+            return fx
+        if rec.state == TaskState.ASSIGNED:
+            self._release(rec)
+        self.queue.remove(task_id)
+        self._finish(rec, TaskState.CANCELLED, reason, now_ms, fx, action="cancel")
+        self._dispatch(now_ms, fx)
+        return fx
+
+    def heartbeat(self, hb: dict[str, Any], now_ms: int) -> Effects:
+        fx = Effects()
+        wid = hb["worker_id"]
+        fresh = Worker.from_heartbeat(hb, now_ms)
+        w = self.workers.get(wid)
+        if w is None:
+            w = self.workers[wid] = fresh
+        else:
+            w.pool, w.slots, w.resources, w.region = fresh.pool, fresh.slots, fresh.resources, fresh.region
+            w.labels, w.state, w.last_seen_ms, w.alive = fresh.labels, fresh.state, now_ms, True
+        fx.workers.add(wid)
+        lease_ms = int(self.timing.lease_s * 1000)
+        for item in hb.get("in_flight") or ():
+            rec = self.tasks.get(item["task_id"])
+            if rec is not None and rec.state == TaskState.ASSIGNED and rec.worker_id == wid \
+                    and rec.epoch == item["epoch"]:
+                rec.lease_expires_at_ms = now_ms + lease_ms
+                fx.tasks.add(rec.task.task_id)
+        if w.state == "stopped":
+            self._requeue_worker(w, "worker stopped", now_ms, fx)
+        self._dispatch(now_ms, fx)
+        return fx
+
+    def complete(self, c: dict[str, Any], now_ms: int) -> Effects:
+        fx = Effects()
+        tid, wid, epoch = c["task_id"], c["worker_id"], int(c["epoch"])
+        rec = self.tasks.get(tid)
+        if rec is None:
+            fx.deadletters.append((tid, "completion for a task this cell does not know"))
+            return fx
+        current = rec.state == TaskState.ASSIGNED and rec.worker_id == wid and rec.epoch == epoch
+        if not current:
+            if rec.terminal and rec.worker_id == wid and rec.epoch == epoch:
+                return fx  # the accepted completion, redelivered: already counted
+            self._audit(fx, "stale-completion", rec, now_ms, worker_id=wid, epoch=epoch,
+                        reason=f"completion with epoch {epoch} from {wid}; current epoch {rec.epoch} on {rec.worker_id}")
+            return fx
+        pool = rec.pool or ""
+        self._release(rec)
+        runtime = float(c["runtime_s"])
+        rec.runtime_s = runtime
+        self._charge(rec.task.tenant, pool, runtime, now_ms)
+        if c["status"] == "succeeded":
+            self.estimator.learn(rec.task, pool, runtime)
+            self._finish(rec, TaskState.SUCCEEDED, None, now_ms, fx, action="complete")
+        elif rec.attempts < min(rec.task.max_attempts, self.policy.max_attempts):
+            backoff = min(self.policy.backoff_max_s, self.policy.backoff_base_s * 2 ** (rec.attempts - 1))
+            backoff *= 0.5 + self.rng.random()  # jitter in [0.5, 1.5)
+            rec.not_before_ms = now_ms + int(backoff * 1000)
+            self._audit(fx, "retry", rec, now_ms, reason=f"attempt {rec.attempts} failed: {c.get('error') or 'no error given'}; "
+                        f"retrying in {backoff:.2f}s")
+            self._requeue(rec, now_ms, fx)
+        else:
+            self._finish(rec, TaskState.FAILED, c.get("error") or "failed", now_ms, fx, action="fail")
+        self._dispatch(now_ms, fx)
+        return fx
+
+    def tick(self, now_ms: int) -> Effects:
+        """Timers: worker liveness, lease expiry, unplaceable tasks; then dispatch."""
+        fx = Effects()
+        timeout_ms = int(self.timing.heartbeat_timeout_s * 1000)
+        for w in self.workers.values():
+            if w.alive and now_ms - w.last_seen_ms > timeout_ms:
+                w.alive = False
+                fx.workers.add(w.worker_id)
+                self._requeue_worker(w, f"worker {w.worker_id} missed heartbeats for {self.timing.heartbeat_timeout_s:g}s", now_ms, fx)
+        for w in self.workers.values():
+            for tid in list(w.running):
+                rec = self.tasks[tid]
+                if rec.lease_expires_at_ms is not None and rec.lease_expires_at_ms < now_ms:
+                    self._release(rec)
+                    self._audit(fx, "lease-expired", rec, now_ms, reason=f"lease on {w.worker_id} expired")
+                    self._requeue(rec, now_ms, fx)
+        self._dispatch(now_ms, fx)
+        limit_ms = int(self.policy.unplaceable_timeout_s * 1000)
+        for tid in list(self.queue.in_order()):
+            rec = self.tasks[tid]
+            if rec.reason and rec.reason.startswith("unplaceable:") and now_ms - rec.task.submitted_at_ms > limit_ms:
+                self.queue.remove(tid)
+                self._finish(rec, TaskState.REJECTED, rec.reason, now_ms, fx, action="reject")
+        return fx
+
+    # --------------------------------------------------------------------------------- dispatch
+    def _dispatch(self, now_ms: int, fx: Effects) -> None:
+        if not any(w.accepts_work for w in self.workers.values()):
+            return
+        workers = sorted(self.workers.values(), key=lambda w: w.worker_id)
+        for tid in list(self.queue.in_order(limit=DISPATCH_SCAN)):
+            if not any(w.accepts_work for w in workers):
+                return
+            rec = self.tasks[tid]
+            if rec.not_before_ms > now_ms:
+                continue
+            decision = self.framework.place(rec.task, workers, self._context(rec.task, now_ms))
+            if decision.placed:
+                self._assign(rec, decision, now_ms, fx)
+            else:
+                why = decision.why_not()
+                rec.reason = ("unplaceable: " if decision.never_placeable else "waiting: ") + why
+
+    def _context(self, task: Task, now_ms: int) -> PlacementContext:
+        pools = {w.pool for w in self.workers.values()} | set(self.policy.pools)
+        runtimes = {p: self.predict(task, p) for p in pools}
+        return PlacementContext(
+            now_ms=now_ms, policy=self.policy, runtimes=runtimes, tenant_spend=self.tenant_spend,
+            rng=self.rng, rr_position=self.rr_position, recent_batch_keys=self.recent_batch_keys,
+        )
+
+    def predict(self, task: Task, pool: str) -> float:
+        if self.strategy.learns:
+            return self.estimator.predict(task, pool, self.policy)
+        spec = self.policy.pool(pool)
+        if task.runtime_hint_s:
+            return task.runtime_hint_s / spec.speed
+        return spec.default_runtime_s
+
+    def _assign(self, rec: TaskRecord, d: Decision, now_ms: int, fx: Effects) -> None:
+        assert d.worker_id is not None and d.pool is not None
+        w = self.workers[d.worker_id]
+        self.queue.remove(rec.task.task_id)
+        rec.epoch += 1
+        rec.attempts += 1
+        rec.state, rec.worker_id, rec.pool = TaskState.ASSIGNED, w.worker_id, w.pool
+        rec.assigned_at_ms = now_ms
+        rec.lease_expires_at_ms = now_ms + int(self.timing.lease_s * 1000)
+        rec.predicted_runtime_s = d.predicted_runtime_s
+        rec.reason = None
+        rec.updated_at_ms = now_ms
+        w.running[rec.task.task_id] = rec.epoch
+        self.rr_position = (self.rr_position + 7919) % (1 << 16)
+        if rec.task.batch_key:
+            self.recent_batch_keys[w.worker_id] = rec.task.batch_key
+        fx.tasks.add(rec.task.task_id)
+        fx.workers.add(w.worker_id)
+        fx.statuses.append(rec.to_status())
+        fx.assignments.append({
+            "task_id": rec.task.task_id, "worker_id": w.worker_id, "pool": w.pool, "cell": self.name,
+            "epoch": rec.epoch, "lease_expires_at_ms": rec.lease_expires_at_ms,
+            "predicted_runtime_s": float(d.predicted_runtime_s or 0.0), "policy_version": self.policy.version,
+            "model_version": self.estimator.version, "task_type": rec.task.task_type, "payload": rec.task.payload,
+            "submitted_at_ms": rec.task.submitted_at_ms, "assigned_at_ms": now_ms,
+        })
+        self._audit(fx, "assign" if rec.attempts == 1 else "reassign", rec, now_ms, decision=d,
+                    reason=f"best of {sum(c.feasible for c in d.candidates)} feasible worker(s)")
+
+    # ---------------------------------------------------------------------------------- helpers
+    def _enqueue(self, rec: TaskRecord) -> None:
+        best = min((self.predict(rec.task, p) for p in (set(self.policy.pools) or {"default"})), default=1.0)
+        self.queue.push(rec.task.task_id, self.strategy.queue_key(rec.task, self.policy, best))
+
+    def _requeue(self, rec: TaskRecord, now_ms: int, fx: Effects) -> None:
+        rec.state, rec.worker_id, rec.pool = TaskState.PENDING, None, None
+        rec.lease_expires_at_ms = None
+        rec.updated_at_ms = now_ms
+        self._enqueue(rec)
+        fx.tasks.add(rec.task.task_id)
+        fx.statuses.append(rec.to_status())
+
+    def _requeue_worker(self, w: Worker, reason: str, now_ms: int, fx: Effects) -> None:
+        for tid in list(w.running):
+            rec = self.tasks[tid]
+            self._release(rec)
+            self._audit(fx, "requeue", rec, now_ms, reason=reason)
+            self._requeue(rec, now_ms, fx)
+        fx.workers.add(w.worker_id)
+
+    def _release(self, rec: TaskRecord) -> None:
+        w = self.workers.get(rec.worker_id or "")
+        if w is not None:
+            w.running.pop(rec.task.task_id, None)
+
+    def _finish(self, rec: TaskRecord, state: str, reason: str | None, now_ms: int, fx: Effects,
+                action: str | None = None) -> None:
+        rec.state, rec.reason, rec.updated_at_ms, rec.finished_at_ms = state, reason, now_ms, now_ms
+        rec.lease_expires_at_ms = None
+        fx.tasks.add(rec.task.task_id)
+        fx.statuses.append(rec.to_status())
+        if action is not None:
+            self._audit(fx, action, rec, now_ms, reason=reason or "")
+
+    def _statically_unplaceable(self, task: Task) -> str | None:
+        """Governance that no declared pool can ever satisfy rejects a task at once."""
+        pools = self.policy.pools
+        if not pools or not task.governance_tags:
+            return None
+        for rule in self.policy.rules_for(task.governance_tags):
+            allowed = [p for p in pools.values()
+                       if (not rule.pools or p.name in rule.pools) and (not rule.regions or p.region in rule.regions)]
+            if not allowed:
+                where = ", ".join(rule.pools or rule.regions)
+                return f"governance: tag '{rule.tag}' allows only {where}, and no pool of this cell is there"
+        return None
+
+    def _charge(self, tenant: str, pool: str, runtime_s: float, now_ms: int) -> None:
+        hour = now_ms // 3_600_000
+        if hour != self.spend_hour:
+            self.spend_hour, self.tenant_spend = hour, {}
+        cost = runtime_s * self.policy.pool(pool).cost_per_slot_s
+        self.tenant_spend[tenant] = self.tenant_spend.get(tenant, 0.0) + cost
+
+    def _audit(self, fx: Effects, action: str, rec: TaskRecord, now_ms: int, *, reason: str = "",
+               decision: Decision | None = None, worker_id: str | None = None, epoch: int | None = None) -> None:
+        fx.audits.append(self.chain.seal({
+            "cell": self.name, "action": action, "task_id": rec.task.task_id,
+            "worker_id": worker_id if worker_id is not None else rec.worker_id,
+            "pool": rec.pool, "epoch": epoch if epoch is not None else rec.epoch, "reason": reason,
+            "policy_version": self.policy.version, "model_version": self.estimator.version,
+            "mode": self.policy.mode, "strategy": self.strategy.name,
+            "candidates": [c.to_record() for c in decision.candidates] if decision else [],
+            "shadow_choice": None, "decided_at_ms": now_ms,
+        }))
+
+    # ------------------------------------------------------------------------------ persistence
+    def meta(self) -> dict[str, Any]:
+        return {"seq": self.chain.seq, "last_hash": self.chain.last_hash, "rr": self.rr_position,
+                "spend_hour": self.spend_hour, "tenant_spend": dict(self.tenant_spend)}
+
+    def restore(self, meta: dict[str, Any] | None, tasks: Iterable[TaskRecord], workers: Iterable[Worker]) -> None:
+        """Rebuild the in-memory view from persisted records (after a restart or rebalance)."""
+        if meta:
+            self.chain = AuditChain(int(meta["seq"]), str(meta["last_hash"]))
+            self.rr_position = int(meta.get("rr", 0))
+            self.spend_hour = int(meta.get("spend_hour", -1))
+            self.tenant_spend = dict(meta.get("tenant_spend") or {})
+        for w in workers:
+            self.workers[w.worker_id] = w
+        for rec in tasks:
+            self.tasks[rec.task.task_id] = rec
+            if rec.task.idempotency_key:
+                self.by_idempotency_key[rec.task.idempotency_key] = rec.task.task_id
+            if rec.state == TaskState.PENDING:
+                self._enqueue(rec)
+
+    def evict_finished(self, before_ms: int) -> list[str]:
+        """Forget terminal tasks that finished before ``before_ms``; returns their ids."""
+        gone = [tid for tid, r in self.tasks.items() if r.terminal and (r.finished_at_ms or 0) < before_ms]
+        for tid in gone:
+            key = self.tasks.pop(tid).task.idempotency_key
+            if key:
+                self.by_idempotency_key.pop(key, None)
+        return gone
+
+    def pending_in_order(self, limit: int | None = None) -> list[TaskRecord]:
+        return [self.tasks[t] for t in self.queue.in_order(limit)]

@@ -1,0 +1,209 @@
+"""The domain: tasks, workers, pools. Plain dataclasses; the Avro schemas are their wire form.
+
+``Task.from_record`` / ``TaskRecord.to_status`` convert to and from the dicts of
+``schemas/TaskSubmitted.avsc`` and ``schemas/TaskStatus.avsc``; ``tests/unit/test_model.py``
+checks that what these produce encodes with the schemas.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+
+class Priority(IntEnum):
+    """Lower value is dispatched first."""
+
+    CRITICAL = 0
+    HIGH = 1
+    MEDIUM = 2
+    LOW = 3
+
+    @classmethod
+    def parse(cls, name: str) -> "Priority":
+        try:
+            return cls[name.upper()]
+        except KeyError:
+            raise ValueError(f"unknown priority class {name!r}: use critical, high, medium or low") from None
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class TaskState:
+    PENDING = "pending"
+    ASSIGNED = "assigned"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+    DEADLETTERED = "deadlettered"
+    TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED, REJECTED, DEADLETTERED})
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu: float = 1.0
+    gpu: int = 0
+    gpu_memory_gb: float = 0.0
+    memory_gb: float = 0.0
+
+    @classmethod
+    def from_record(cls, r: dict[str, Any]) -> "Resources":
+        return cls(float(r.get("cpu", 1.0)), int(r.get("gpu", 0)), float(r.get("gpu_memory_gb", 0.0)),
+                   float(r.get("memory_gb", 0.0)))
+
+    def to_record(self) -> dict[str, Any]:
+        return {"cpu": self.cpu, "gpu": self.gpu, "gpu_memory_gb": self.gpu_memory_gb, "memory_gb": self.memory_gb}
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a submitter asked for: everything the scheduler may know at submit time."""
+
+    task_id: str
+    tenant: str
+    cell: str
+    task_type: str
+    priority: Priority
+    submitted_at_ms: int
+    deadline_ms: int | None = None
+    resources: Resources = Resources()
+    cost_tolerance: float | None = None
+    governance_tags: tuple[str, ...] = ()
+    size_features: dict[str, float] = field(default_factory=dict)
+    runtime_hint_s: float | None = None
+    idempotency_key: str | None = None
+    batch_key: str | None = None
+    max_attempts: int = 3
+    payload: bytes = b""
+
+    @classmethod
+    def from_record(cls, r: dict[str, Any]) -> "Task":
+        return cls(
+            task_id=r["task_id"], tenant=r["tenant"], cell=r.get("cell", "default"), task_type=r["task_type"],
+            priority=Priority.parse(r.get("priority", "medium")), submitted_at_ms=int(r["submitted_at_ms"]),
+            deadline_ms=r.get("deadline_ms"), resources=Resources.from_record(r.get("resources") or {}),
+            cost_tolerance=r.get("cost_tolerance"), governance_tags=tuple(r.get("governance_tags") or ()),
+            size_features=dict(r.get("size_features") or {}), runtime_hint_s=r.get("runtime_hint_s"),
+            idempotency_key=r.get("idempotency_key"), batch_key=r.get("batch_key"),
+            max_attempts=int(r.get("max_attempts", 3)), payload=bytes(r.get("payload") or b""),
+        )
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id, "tenant": self.tenant, "cell": self.cell, "task_type": self.task_type,
+            "priority": self.priority.label, "deadline_ms": self.deadline_ms, "resources": self.resources.to_record(),
+            "cost_tolerance": self.cost_tolerance, "governance_tags": list(self.governance_tags),
+            "size_features": dict(self.size_features), "runtime_hint_s": self.runtime_hint_s,
+            "idempotency_key": self.idempotency_key, "batch_key": self.batch_key, "max_attempts": self.max_attempts,
+            "payload": self.payload, "submitted_at_ms": self.submitted_at_ms,
+        }
+
+
+@dataclass
+class TaskRecord:
+    """The scheduler's view of one task through its life. Persisted in the scheduler's tasks table."""
+
+    task: Task
+    state: str = TaskState.PENDING
+    worker_id: str | None = None
+    pool: str | None = None
+    epoch: int = 0
+    attempts: int = 0
+    reason: str | None = None
+    runtime_s: float | None = None
+    predicted_runtime_s: float | None = None
+    assigned_at_ms: int | None = None
+    lease_expires_at_ms: int | None = None
+    not_before_ms: int = 0
+    updated_at_ms: int = 0
+    finished_at_ms: int | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TaskState.TERMINAL
+
+    def to_status(self) -> dict[str, Any]:
+        t = self.task
+        return {
+            "task_id": t.task_id, "cell": t.cell, "tenant": t.tenant, "state": self.state,
+            "priority": t.priority.label, "worker_id": self.worker_id, "pool": self.pool, "epoch": self.epoch,
+            "attempts": self.attempts, "reason": self.reason, "runtime_s": self.runtime_s,
+            "submitted_at_ms": t.submitted_at_ms, "updated_at_ms": self.updated_at_ms,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able snapshot for the table store (payload kept as latin-1 text)."""
+        d = self.to_status()
+        d.update(task=self.task.to_record(), predicted_runtime_s=self.predicted_runtime_s,
+                 assigned_at_ms=self.assigned_at_ms, lease_expires_at_ms=self.lease_expires_at_ms,
+                 not_before_ms=self.not_before_ms, finished_at_ms=self.finished_at_ms)
+        d["task"]["payload"] = self.task.payload.decode("latin-1")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TaskRecord":
+        task_rec = dict(d["task"])
+        task_rec["payload"] = str(task_rec.get("payload", "")).encode("latin-1")
+        return cls(
+            task=Task.from_record(task_rec), state=d["state"], worker_id=d.get("worker_id"), pool=d.get("pool"),
+            epoch=int(d.get("epoch", 0)), attempts=int(d.get("attempts", 0)), reason=d.get("reason"),
+            runtime_s=d.get("runtime_s"), predicted_runtime_s=d.get("predicted_runtime_s"),
+            assigned_at_ms=d.get("assigned_at_ms"), lease_expires_at_ms=d.get("lease_expires_at_ms"),
+            not_before_ms=int(d.get("not_before_ms", 0)), updated_at_ms=int(d.get("updated_at_ms", 0)),
+            finished_at_ms=d.get("finished_at_ms"),
+        )
+
+
+@dataclass
+class Worker:
+    """The scheduler's view of one worker: what it offers and which tasks (with epochs) it holds."""
+
+    worker_id: str
+    pool: str
+    cell: str
+    slots: int
+    resources: Resources = Resources()
+    region: str = "local"
+    labels: tuple[str, ...] = ()
+    state: str = "active"
+    last_seen_ms: int = 0
+    running: dict[str, int] = field(default_factory=dict)
+    alive: bool = True
+
+    @property
+    def free_slots(self) -> int:
+        return self.slots - len(self.running)
+
+    @property
+    def accepts_work(self) -> bool:
+        return self.alive and self.state == "active" and self.free_slots > 0
+
+    @classmethod
+    def from_heartbeat(cls, hb: dict[str, Any], now_ms: int) -> "Worker":
+        return cls(
+            worker_id=hb["worker_id"], pool=hb["pool"], cell=hb.get("cell", "default"), slots=int(hb["slots"]),
+            resources=Resources.from_record(hb.get("resources") or {}), region=hb.get("region", "local"),
+            labels=tuple(hb.get("labels") or ()), state=hb.get("state", "active"), last_seen_ms=now_ms,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "worker_id": self.worker_id, "pool": self.pool, "cell": self.cell, "slots": self.slots,
+            "resources": self.resources.to_record(), "region": self.region, "labels": list(self.labels),
+            "state": self.state, "last_seen_ms": self.last_seen_ms, "running": dict(self.running),
+            "alive": self.alive,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Worker":
+        return cls(
+            worker_id=d["worker_id"], pool=d["pool"], cell=d["cell"], slots=int(d["slots"]),
+            resources=Resources.from_record(d.get("resources") or {}), region=d.get("region", "local"),
+            labels=tuple(d.get("labels") or ()), state=d.get("state", "active"),
+            last_seen_ms=int(d.get("last_seen_ms", 0)), running={k: int(v) for k, v in (d.get("running") or {}).items()},
+            alive=bool(d.get("alive", True)),
+        )

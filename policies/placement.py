@@ -1,0 +1,171 @@
+"""The placement framework: one decision is a cycle of filters and scores over candidate workers.
+
+Shaped like the Kubernetes scheduling framework:
+
+* a **filter** plugin answers, for one (task, worker), ``Status.ok()`` or ``Status.reject(reason)``;
+  an expected rejection is a value, never an exception;
+* a **score** plugin rates a (task, worker) that passed every filter in ``[0, 1]``, higher is better;
+  the policy document weights the plugins;
+* the **decision** carries its explanation: every candidate, the first filter that rejected it and
+  why, and every score. That explanation becomes the audit record.
+
+Plugins are pure and must not mutate their inputs; the contract suite in
+``tests/unit/test_plugin_contract.py`` runs every registered plugin against the same checks.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Protocol, Sequence
+
+from shunter.policies.document import PolicyDocument
+from shunter.policies.model import Task, Worker
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """The answer of a filter: ``ok`` or not, with a reason a person can read."""
+
+    ok: bool
+    reason: str = ""
+    # A "permanent" rejection cannot change by waiting (resources, governance); a transient one can
+    # (no free slot, breaker open). A task every worker rejects permanently is never placeable.
+    permanent: bool = False
+
+    @staticmethod
+    def accept() -> "Status":
+        return _OK
+
+    @staticmethod
+    def reject(reason: str, permanent: bool = False) -> "Status":
+        return Status(False, reason, permanent)
+
+
+_OK = Status(True)
+
+
+@dataclass
+class PlacementContext:
+    """What plugins may read besides the task and the worker. Built once per decision."""
+
+    now_ms: int
+    policy: PolicyDocument
+    runtimes: Mapping[str, float]
+    """Predicted runtime of this task on each pool, seconds."""
+    pool_wait_s: Mapping[str, float] = field(default_factory=dict)
+    """Predicted wait before a slot frees in each pool (0 when one is free now)."""
+    tenant_spend: Mapping[str, float] = field(default_factory=dict)
+    open_breakers: frozenset[str] = frozenset()
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
+    rr_position: int = 0
+    recent_batch_keys: Mapping[str, str] = field(default_factory=dict)
+    """worker_id -> batch key of the last task placed there."""
+
+    def runtime_on(self, pool: str) -> float:
+        r = self.runtimes.get(pool)
+        return r if r is not None else self.policy.pool(pool).default_runtime_s
+
+    @property
+    def best_runtime(self) -> float:
+        return min(self.runtimes.values()) if self.runtimes else 1.0
+
+
+class FilterPlugin(Protocol):
+    """Says whether ``worker`` can take ``task`` now. Pure; never mutates its inputs."""
+
+    name: str
+
+    def filter(self, task: Task, worker: Worker, ctx: PlacementContext) -> Status: ...
+
+
+class ScorePlugin(Protocol):
+    """Rates a feasible (task, worker) in [0, 1], higher is better. Pure and deterministic for a
+    given context (randomness only through ``ctx.rng``)."""
+
+    name: str
+
+    def score(self, task: Task, worker: Worker, ctx: PlacementContext) -> float: ...
+
+
+@dataclass(slots=True)
+class Candidate:
+    worker_id: str
+    pool: str
+    feasible: bool
+    filtered_by: str | None = None
+    reason: str = ""
+    permanent: bool = False
+    scores: dict[str, float] = field(default_factory=dict)
+    total: float = 0.0
+
+    def to_record(self) -> dict[str, object]:
+        return {"worker_id": self.worker_id, "pool": self.pool, "feasible": self.feasible,
+                "filtered_by": self.filtered_by, "reason": self.reason,
+                "scores": {k: round(v, 6) for k, v in self.scores.items()}, "total": round(self.total, 6)}
+
+
+@dataclass(slots=True)
+class Decision:
+    """The outcome of one placement cycle for one task, with its explanation."""
+
+    task_id: str
+    worker_id: str | None
+    pool: str | None
+    candidates: list[Candidate]
+    predicted_runtime_s: float | None = None
+
+    @property
+    def placed(self) -> bool:
+        return self.worker_id is not None
+
+    @property
+    def never_placeable(self) -> bool:
+        """Every candidate was rejected permanently (or there were none to ask)."""
+        return all(c.permanent for c in self.candidates)
+
+    def why_not(self) -> str:
+        if not self.candidates:
+            return "no live worker in the cell"
+        reasons: dict[str, int] = {}
+        for c in self.candidates:
+            if not c.feasible:
+                key = f"{c.filtered_by}: {c.reason}"
+                reasons[key] = reasons.get(key, 0) + 1
+        return "; ".join(f"{n} worker(s) {k}" for k, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+
+
+class Framework:
+    """Runs filters then weighted scores over candidates. Built from plugin names by a strategy."""
+
+    def __init__(self, filters: Sequence[FilterPlugin], scores: Sequence[tuple[ScorePlugin, float]]) -> None:
+        self.filters = tuple(filters)
+        self.scores = tuple(scores)
+
+    def place(self, task: Task, workers: Sequence[Worker], ctx: PlacementContext,
+              pick: Callable[[list[Candidate]], Candidate | None] | None = None) -> Decision:
+        candidates: list[Candidate] = []
+        best: Candidate | None = None
+        for w in workers:
+            cand = Candidate(w.worker_id, w.pool, True)
+            for f in self.filters:
+                st = f.filter(task, w, ctx)
+                if not st.ok:
+                    cand.feasible, cand.filtered_by, cand.reason, cand.permanent = False, f.name, st.reason, st.permanent
+                    break
+            if cand.feasible:
+                total = 0.0
+                for plugin, weight in self.scores:
+                    s = plugin.score(task, w, ctx)
+                    cand.scores[plugin.name] = s
+                    total += weight * s
+                cand.total = total
+                # Ties go to the worker listed first: callers order workers deterministically.
+                if best is None or total > best.total:
+                    best = cand
+            candidates.append(cand)
+        if pick is not None:
+            best = pick(candidates)
+        if best is None:
+            return Decision(task.task_id, None, None, candidates)
+        return Decision(task.task_id, best.worker_id, best.pool, candidates, ctx.runtime_on(best.pool))

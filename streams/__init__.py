@@ -1,0 +1,1 @@
+"""Faust app, topics, codecs and settings wiring."""

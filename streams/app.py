@@ -1,0 +1,74 @@
+"""The Faust application: settings wiring, topic handles and tables. Agents live in ``agents/``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from shunter.streams.settings import Settings
+from shunter.streams.topics import TopicNames
+
+
+@dataclass
+class SchedulerTopics:
+    """Faust handles of the topics the scheduler reads and writes (raw bytes: Avro via our codec)."""
+
+    inputs: Any
+    tasks: Any
+    assignments: Any
+    task_status: Any
+    audit: Any
+    deadletter: Any
+
+
+@dataclass
+class SchedulerTables:
+    """Changelog-backed state. Values are JSON dicts (internal topics, never read by clients)."""
+
+    tasks: Any
+    workers: Any
+    cells: Any
+
+
+def create_app(settings: Settings) -> tuple[faust.App, SchedulerTopics, SchedulerTables]:
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.bootstrap}",
+        store=settings.store,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=int(settings.extra.get("replication", 1)),
+        web_port=settings.web_port,
+        web_host="127.0.0.1",
+        web_in_thread=False,
+        producer_linger_ms=1,
+        broker_commit_every=200,
+        broker_commit_interval=1.0,
+        stream_wait_empty=False,
+        table_cleanup_interval=60.0,
+        consumer_auto_offset_reset="earliest",
+        # A killed scheduler's cells move on after this long (Kafka's minimum is 6 s).
+        broker_session_timeout=float(settings.extra.get("session_timeout_s", 8.0)),
+        broker_heartbeat_interval=2.0,
+    )
+    names = TopicNames(settings)
+
+    def raw(*topic_names: str) -> Any:
+        return app.topic(*topic_names, key_serializer="raw", value_serializer="raw",
+                         partitions=settings.partitions, internal=False)
+
+    topics = SchedulerTopics(
+        inputs=raw(names.tasks, names.heartbeats, names.completions),
+        tasks=raw(names.tasks),
+        assignments=raw(names.assignments),
+        task_status=raw(names.task_status),
+        audit=raw(names.audit),
+        deadletter=raw(names.deadletter),
+    )
+    def table(name: str) -> Any:
+        return app.Table(name, default=None, partitions=settings.partitions,
+                         schema=faust.Schema(key_serializer="json", value_serializer="json"))
+
+    tables = SchedulerTables(tasks=table("tasks"), workers=table("workers"), cells=table("cells"))
+    return app, topics, tables

@@ -1,0 +1,119 @@
+"""Reading a whole topic from the beginning to its current end, with confluent-kafka.
+
+Used by the CLI (policy history, audit verify, dead letters), the demo's accounting and the
+scheduler's policy feed. No consumer group offsets are committed.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any, Callable, Iterator
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from shunter.streams.codec import CODEC
+from shunter.streams.errors import CodecError
+from shunter.streams.settings import Settings
+
+
+def _consumer(settings: Settings) -> Consumer:
+    return Consumer({
+        "bootstrap.servers": settings.bootstrap,
+        "group.id": f"shunter-reader-{uuid.uuid4().hex[:8]}",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": True,
+    })
+
+
+def read_topic(settings: Settings, topic: str, timeout: float = 30.0) -> Iterator[Any]:
+    """Yield every message of ``topic`` (all partitions, each in offset order) up to its current end."""
+    consumer = _consumer(settings)
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout)
+        parts = meta.topics[topic].partitions if topic in meta.topics else {}
+        if not parts:
+            return
+        todo = set()
+        assign = []
+        for p in parts:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            if high > low:
+                todo.add(p)
+                assign.append(TopicPartition(topic, p, OFFSET_BEGINNING))
+        if not assign:
+            return
+        consumer.assign(assign)
+        idle = 0
+        while todo:
+            msg = consumer.poll(1.0)
+            if msg is None:
+                idle += 1
+                if idle > timeout:
+                    raise TimeoutError(f"reading {topic} stalled")
+                continue
+            idle = 0
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    todo.discard(msg.partition())
+                    continue
+                raise RuntimeError(f"reading {topic}: {msg.error()}")
+            yield msg
+    finally:
+        consumer.close()
+
+
+def read_records(settings: Settings, topic: str, timeout: float = 30.0) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Decode every message of ``topic``; undecodable ones are skipped (they belong to the dead letters)."""
+    for msg in read_topic(settings, topic, timeout):
+        try:
+            yield CODEC.decode(msg.value())
+        except CodecError:
+            continue
+
+
+class PolicyFeed:
+    """Follows the compacted policies topic in a background thread; ``latest()`` is the newest
+    document (highest version) for the policy name, as a decoded PolicyDocument record."""
+
+    def __init__(self, settings: Settings, topic: str, name: str = "default",
+                 on_change: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self._settings, self._topic, self._name = settings, topic, name
+        self._latest: dict[str, Any] | None = None
+        self._on_change = on_change
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="policy-feed", daemon=True)
+
+    def start(self) -> "PolicyFeed":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def latest(self) -> dict[str, Any] | None:
+        return self._latest
+
+    def _run(self) -> None:
+        consumer = _consumer(self._settings)
+        try:
+            meta = consumer.list_topics(self._topic, timeout=30)
+            parts = meta.topics[self._topic].partitions if self._topic in meta.topics else {0: None}
+            consumer.assign([TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in parts])
+            while not self._stop.is_set():
+                msg = consumer.poll(0.5)
+                if msg is None or msg.error():
+                    continue
+                try:
+                    name, rec = CODEC.decode(msg.value())
+                except CodecError:
+                    continue
+                if name != "PolicyDocument" or rec["name"] != self._name:
+                    continue
+                if self._latest is None or rec["version"] > self._latest["version"]:
+                    self._latest = rec
+                    if self._on_change:
+                        self._on_change(rec)
+        finally:
+            consumer.close()

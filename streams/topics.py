@@ -1,0 +1,93 @@
+"""Every Shunter topic, declared once: name, key, partitions, cleanup policy.
+
+The cell-keyed input topics (tasks, heartbeats, completions) share one partition count, so one
+scheduler process owns a whole cell (DESIGN.md section 3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from shunter.streams.settings import Settings
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    key: str
+    value: str
+    doc: str
+    compacted: bool = False
+    retention_ms: int | None = None
+    cell_keyed: bool = False
+
+    def config(self) -> dict[str, str]:
+        cfg = {"cleanup.policy": "compact" if self.compacted else "delete"}
+        if self.retention_ms is not None:
+            cfg["retention.ms"] = str(self.retention_ms)
+        return cfg
+
+
+_WEEK_MS: Final = 7 * 24 * 3600 * 1000
+
+TOPICS: Final = (
+    TopicSpec("tasks", "cell", "TaskSubmitted | TaskCancelled | CellTick", "work asked for", cell_keyed=True),
+    TopicSpec("heartbeats", "cell", "WorkerHeartbeat", "workers alive, their slots and leases", cell_keyed=True),
+    TopicSpec("completions", "cell", "TaskCompleted", "attempts that ended", cell_keyed=True),
+    TopicSpec("assignments", "worker_id", "Assignment", "tasks handed to one worker"),
+    TopicSpec("task-status", "task_id", "TaskStatus", "latest state of every task", compacted=True),
+    TopicSpec("audit", "cell", "AuditRecord", "every decision, hash-chained", retention_ms=-1),
+    TopicSpec("policies", "name", "PolicyDocument", "versioned policy documents", compacted=True),
+    TopicSpec("deadletter", "source topic", "DeadLetter", "input that was refused, with reason", retention_ms=4 * _WEEK_MS),
+)
+
+
+class TopicNames:
+    """Full topic names under a settings' prefix: ``TopicNames(s).tasks == 'shunter.tasks'``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.prefix = settings.topic_prefix
+
+    def __getattr__(self, short: str) -> str:
+        wanted = short.replace("_", "-")
+        for spec in TOPICS:
+            if spec.name == wanted:
+                return self.prefix + spec.name
+        raise AttributeError(short)
+
+    def all(self) -> dict[str, TopicSpec]:
+        return {self.prefix + spec.name: spec for spec in TOPICS}
+
+
+def create_topics(settings: Settings, timeout: float = 30.0) -> dict[str, str]:
+    """Create every topic that does not exist yet. Idempotent; returns name -> 'created'|'exists'."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap})
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    result: dict[str, str] = {}
+    wanted = []
+    for name, spec in TopicNames(settings).all().items():
+        if name in existing:
+            result[name] = "exists"
+        else:
+            wanted.append(NewTopic(name, num_partitions=settings.partitions, replication_factor=-1, config=spec.config()))
+    if wanted:
+        for name, fut in admin.create_topics(wanted, operation_timeout=timeout).items():
+            try:
+                fut.result()
+                result[name] = "created"
+            except KafkaException as exc:
+                if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                    raise
+                result[name] = "exists"
+    return result
+
+
+def worker_partition(worker_id: str, partitions: int) -> int:
+    """The assignments partition of a worker. The scheduler writes there; the worker reads only it."""
+    import zlib
+
+    return zlib.crc32(worker_id.encode()) % partitions

@@ -1,0 +1,212 @@
+"""The cell state machine: placement, completion, fencing, requeue, retries, idempotence."""
+
+from builders import T0, cell, completion, heartbeat, task
+
+from shunter.policies.audit import verify
+from shunter.policies.model import Priority, TaskState
+
+
+def states(fx):
+    return [(s["task_id"], s["state"]) for s in fx.statuses]
+
+
+def test_task_waits_for_a_worker_then_is_assigned_to_the_least_loaded():
+    c = cell()
+    fx = c.submit(task("t1"), T0)
+    assert states(fx) == [("t1", "pending")] and not fx.assignments
+    fx = c.heartbeat(heartbeat("w1", slots=2), T0)
+    assert [(a["task_id"], a["worker_id"], a["epoch"]) for a in fx.assignments] == [("t1", "w1", 1)]
+    c.heartbeat(heartbeat("w2", slots=4), T0)
+    fx = c.submit(task("t2", at=T0 + 1), T0 + 1)
+    # w1 is half full now, w2 empty: least loaded picks w2
+    assert fx.assignments[0]["worker_id"] == "w2"
+
+
+def test_every_decision_is_audited_with_all_candidates_explained():
+    c = cell()
+    c.heartbeat(heartbeat("cpu1", "cpu", gpu=0, slots=1), T0)
+    c.heartbeat(heartbeat("gpu1", "gpu_small", gpu=1), T0)
+    fx = c.submit(task("t1", gpu=1), T0)
+    (audit,) = fx.audits
+    assert audit["action"] == "assign" and audit["worker_id"] == "gpu1"
+    by_worker = {cand["worker_id"]: cand for cand in audit["candidates"]}
+    assert by_worker["cpu1"]["feasible"] is False and by_worker["cpu1"]["filtered_by"] == "fit"
+    assert "GPU" in by_worker["cpu1"]["reason"]
+    assert by_worker["gpu1"]["feasible"] is True and "load" in by_worker["gpu1"]["scores"]
+
+
+def test_completion_frees_the_slot_and_teaches_the_model_once():
+    c = cell()
+    c.heartbeat(heartbeat("w1", slots=1), T0)
+    c.submit(task("t1"), T0)
+    c.submit(task("t2", at=T0 + 1), T0 + 1)
+    assert c.tasks["t2"].state == TaskState.PENDING
+    fx = c.complete(completion("t1", "w1", 1), T0 + 500)
+    assert ("t1", "succeeded") in states(fx)
+    assert [a["task_id"] for a in fx.assignments] == ["t2"]
+    assert c.estimator.stats["gpu_small"].samples == 1
+    again = c.complete(completion("t1", "w1", 1), T0 + 600)
+    assert not again, "a redelivered completion must change nothing"
+    assert c.estimator.stats["gpu_small"].samples == 1
+
+
+def test_stale_epoch_completion_is_rejected_and_audited():
+    c = cell(timeout_s=5)
+    c.heartbeat(heartbeat("w1", slots=1), T0)
+    c.heartbeat(heartbeat("w2", slots=1), T0)
+    c.submit(task("t1"), T0)
+    first = c.tasks["t1"].worker_id
+    other = "w2" if first == "w1" else "w1"
+    c.heartbeat(heartbeat(other, slots=1), T0 + 6000)   # only the other worker stays alive
+    fx = c.tick(T0 + 6000)
+    assert c.tasks["t1"].worker_id == other and c.tasks["t1"].epoch == 2
+    assert {a["action"] for a in fx.audits} >= {"requeue", "reassign"}
+    fx = c.complete(completion("t1", first, 1), T0 + 6500)
+    assert [a["action"] for a in fx.audits] == ["stale-completion"]
+    assert c.tasks["t1"].state == TaskState.ASSIGNED
+    fx = c.complete(completion("t1", other, 2), T0 + 7000)
+    assert states(fx) == [("t1", "succeeded")]
+
+
+def test_lease_expires_when_heartbeats_stop_listing_the_task():
+    c = cell(lease_s=2, timeout_s=60)
+    c.heartbeat(heartbeat("w1", slots=1), T0)
+    c.submit(task("t1"), T0)
+    c.heartbeat(heartbeat("w1", slots=1, in_flight=[{"task_id": "t1", "epoch": 1}]), T0 + 1500)
+    assert not c.tick(T0 + 3000).assignments, "lease was renewed at +1.5s, expires at +3.5s"
+    fx = c.tick(T0 + 4000)
+    assert [a["action"] for a in fx.audits] == ["lease-expired", "reassign"]
+    assert fx.assignments[0]["epoch"] == 2
+
+
+def test_failed_attempts_retry_with_backoff_then_fail():
+    c = cell()
+    c.heartbeat(heartbeat("w1", slots=1), T0)
+    c.submit(task("t1", max_attempts=2), T0)
+    fx = c.complete(completion("t1", "w1", 1, ok=False), T0 + 100)
+    assert [a["action"] for a in fx.audits] == ["retry"] and not fx.assignments
+    not_before = c.tasks["t1"].not_before_ms
+    assert T0 + 100 + 250 <= not_before <= T0 + 100 + 750  # 0.5s base backoff, jitter in [0.5, 1.5)
+    fx = c.tick(not_before + 1)
+    assert fx.assignments[0]["epoch"] == 2
+    fx = c.complete(completion("t1", "w1", 2, ok=False), not_before + 200)
+    assert states(fx) == [("t1", "failed")]
+
+
+def test_submission_is_idempotent_on_task_id_and_key():
+    c = cell()
+    assert c.submit(task("t1", key="k"), T0)
+    assert not c.submit(task("t1", key="k"), T0)
+    assert not c.submit(task("t2", key="k"), T0)
+    assert list(c.tasks) == ["t1"]
+
+
+def test_cancel_pending_and_assigned():
+    c = cell()
+    c.submit(task("t1"), T0)
+    fx = c.cancel("t1", "changed my mind", T0 + 1)
+    assert states(fx) == [("t1", "cancelled")] and fx.audits[0]["action"] == "cancel"
+    c.heartbeat(heartbeat("w1", slots=1), T0)
+    c.submit(task("t2"), T0 + 2)
+    c.cancel("t2", "stop", T0 + 3)
+    assert c.workers["w1"].free_slots == 1
+    assert not c.cancel("t2", "again", T0 + 4)
+
+
+def test_absurd_submissions_are_deadlettered_with_reason():
+    c = cell()
+    fx = c.submit(task("t1", deadline_ms=T0 - 1), T0)
+    assert states(fx) == [("t1", "deadlettered")]
+    assert fx.deadletters == [("t1", "deadline is not after the submission time")]
+    fx = c.submit(task("t2", hint=-3.0), T0)
+    assert "runtime_hint_s" in fx.deadletters[0][1]
+
+
+def test_governance_that_allows_no_pool_rejects_at_once():
+    policy = """
+pools: {gpu_small: {region: us}, cpu: {region: us}}
+governance: [{tag: "residency:eu", regions: [eu]}]
+"""
+    c = cell(policy)
+    c.heartbeat(heartbeat("w1"), T0)
+    fx = c.submit(task("t1", tags=("residency:eu",)), T0)
+    assert states(fx) == [("t1", "rejected")]
+    assert "residency:eu" in fx.audits[0]["reason"] and not fx.assignments
+
+
+def test_governance_restricts_pools():
+    policy = "governance: [{tag: pii, pools: [cpu]}]\npools: {cpu: {}, gpu_small: {}}"
+    c = cell(policy)
+    c.heartbeat(heartbeat("g1", "gpu_small", slots=4), T0)
+    c.heartbeat(heartbeat("c1", "cpu", gpu=0, slots=1), T0)
+    fx = c.submit(task("t1", tags=("pii",)), T0)
+    assert fx.assignments[0]["worker_id"] == "c1"
+
+
+def test_priority_strategy_dispatches_critical_first_and_ages_low():
+    c = cell("strategy: priority\nqueue: {aging_s: 10}")
+    c.submit(task("low-old", priority=Priority.LOW, at=T0), T0)
+    c.submit(task("med", priority=Priority.MEDIUM, at=T0 + 1_000), T0 + 1_000)
+    c.submit(task("crit", priority=Priority.CRITICAL, at=T0 + 2_000), T0 + 2_000)
+    c.submit(task("low-new", priority=Priority.LOW, at=T0 + 3_000), T0 + 3_000)
+    order = [r.task.task_id for r in c.pending_in_order()]
+    assert order == ["crit", "med", "low-old", "low-new"]
+    c.submit(task("crit-late", priority=Priority.CRITICAL, at=T0 + 40_000), T0 + 40_000)
+    # low-old has waited 40s: three classes of aging (30s) put it ahead of a brand-new critical task
+    assert [r.task.task_id for r in c.pending_in_order()][:3] == ["crit", "med", "low-old"]
+
+
+def test_dead_worker_tasks_requeue_with_higher_epoch():
+    c = cell(timeout_s=5)
+    c.heartbeat(heartbeat("w1", slots=2), T0)
+    c.submit(task("a"), T0)
+    c.submit(task("b"), T0)
+    fx = c.tick(T0 + 6000)
+    assert {s["task_id"]: s["state"] for s in fx.statuses} == {"a": "pending", "b": "pending"}
+    assert not c.workers["w1"].alive
+    fx = c.heartbeat(heartbeat("w1", slots=2), T0 + 7000)
+    assert sorted((a["task_id"], a["epoch"]) for a in fx.assignments) == [("a", 2), ("b", 2)]
+
+
+def test_audit_chain_of_a_busy_cell_verifies_and_detects_tampering():
+    c = cell()
+    records = []
+    c.heartbeat(heartbeat("w1", slots=1), T0)
+    for i in range(5):
+        records += c.submit(task(f"t{i}", at=T0 + i), T0 + i).audits
+    for i in range(5):
+        records += c.complete(completion(f"t{i}", "w1", 1), T0 + 10 + i).audits
+    checked, breaks = verify(records)
+    assert checked == len(records) == 10 and breaks == []
+    records[3] = {**records[3], "reason": "edited"}
+    _, breaks = verify(records)
+    assert breaks[0].seq == 4
+
+
+def test_restore_rebuilds_the_same_view():
+    c = cell()
+    c.heartbeat(heartbeat("w1", slots=1), T0)
+    c.submit(task("t1"), T0)
+    c.submit(task("t2", at=T0 + 1), T0 + 1)
+    from shunter.policies.model import TaskRecord, Worker
+
+    tasks = [TaskRecord.from_dict(r.to_dict()) for r in c.tasks.values()]
+    workers = [Worker.from_dict(w.to_dict()) for w in c.workers.values()]
+    d = cell()
+    d.restore(c.meta(), tasks, workers)
+    assert [r.task.task_id for r in d.pending_in_order()] == ["t2"]
+    assert d.workers["w1"].running == {"t1": 1}
+    fx = d.complete(completion("t1", "w1", 1), T0 + 100)
+    assert fx.assignments[0]["task_id"] == "t2"
+    assert fx.audits[0]["seq"] == c.chain.seq + 1 and fx.audits[0]["prev_hash"] == c.chain.last_hash
+
+
+def test_a_requeued_task_is_listed_once():
+    from shunter.policies.queueing import PendingQueue
+
+    q = PendingQueue()
+    q.push("a", 1.0)
+    q.push("b", 2.0)
+    q.remove("a")
+    q.push("a", 1.0)
+    assert list(q.in_order()) == ["a", "b"] and len(q) == 2
