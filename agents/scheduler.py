@@ -19,7 +19,9 @@ from typing import Any
 
 import faust
 from faust.web import Request, Response, View
+from prometheus_client import generate_latest
 
+from shunter.agents import metrics
 from shunter.policies.cell import Cell, CellTiming, Effects
 from shunter.policies.document import PolicyDocument, default_policy, parse_policy
 from shunter.policies.errors import PolicyError
@@ -99,11 +101,15 @@ class Scheduler:
 
     # ---------------------------------------------------------------------------------- events
     async def handle(self, event: Any) -> None:
+        with metrics.HANDLE_SECONDS.time():
+            self._handle(event)
+
+    def _handle(self, event: Any) -> None:
         msg = event.message
         topic_kind = msg.topic[len(self.settings.topic_prefix):]
         try:
             kind, rec = CODEC.decode(event.value)
-            if kind not in _ACCEPTS.get(topic_kind, ()):
+            if topic_kind in _ACCEPTS and kind not in _ACCEPTS[topic_kind]:
                 raise CodecError(f"a {kind} message does not belong on the {topic_kind} topic")
         except CodecError as exc:
             self._deadletter(msg, event.key, event.value, str(exc), None)
@@ -150,6 +156,7 @@ class Scheduler:
         if cell.estimator.version - self.snapshot_version.get(cell.name, 0) >= MODEL_SNAPSHOT_EVERY:
             self.tables.cells[f"{cell.name}#model"] = base64.b64encode(cell.estimator.snapshot()).decode()
             self.snapshot_version[cell.name] = cell.estimator.version
+        self._observe(cell, fx)
         parts = self.settings.partitions
         for a in fx.assignments:
             self.topics.assignments.send_soon(key=a["worker_id"].encode(), value=CODEC.encode("Assignment", a),
@@ -161,7 +168,31 @@ class Scheduler:
         for tid, reason in fx.deadletters:
             self._deadletter(msg, key, value, reason, tid)
 
+    @staticmethod
+    def _observe(cell: Cell, fx: Effects) -> None:
+        for a in fx.assignments:
+            metrics.ASSIGNMENTS.labels(cell.name, a["pool"]).inc()
+            metrics.ASSIGN_LATENCY.observe(max(0.0, (a["assigned_at_ms"] - a["submitted_at_ms"]) / 1000.0))
+        for s in fx.statuses:
+            if s["state"] == "pending" and s["attempts"] == 0:
+                metrics.SUBMITTED.labels(cell.name).inc()
+            elif s["state"] in ("succeeded", "failed", "cancelled", "rejected", "deadlettered"):
+                metrics.TERMINAL.labels(cell.name, s["state"]).inc()
+        for r in fx.audits:
+            metrics.AUDIT.labels(cell.name, r["action"]).inc()
+        metrics.QUEUE_DEPTH.labels(cell.name).set(len(cell.queue))
+        if fx.workers:
+            alive: dict[str, int] = {}
+            free: dict[str, int] = {}
+            for w in cell.workers.values():
+                alive[w.pool] = alive.get(w.pool, 0) + int(w.alive)
+                free[w.pool] = free.get(w.pool, 0) + (max(0, w.free_slots) if w.alive else 0)
+            for pool, n in alive.items():
+                metrics.WORKERS_ALIVE.labels(cell.name, pool).set(n)
+                metrics.FREE_SLOTS.labels(cell.name, pool).set(free[pool])
+
     def _deadletter(self, msg: Any, key: bytes | None, value: bytes, reason: str, task_id: str | None) -> None:
+        metrics.DEADLETTERS.inc()
         log.warning("dead-lettered a message from %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason)
         self.topics.deadletter.send_soon(key=msg.topic.encode(), value=CODEC.encode("DeadLetter", {
             "source_topic": msg.topic, "partition": msg.partition, "offset": msg.offset, "key": key,
@@ -257,6 +288,11 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
     class PoolsView(View):
         async def get(self, request: Request) -> Response:
             return self.json(scheduler.pools())
+
+    @app.page("/metrics")
+    class Metrics(View):
+        async def get(self, request: Request) -> Response:
+            return self.bytes(generate_latest(metrics.REGISTRY), content_type="text/plain; version=0.0.4")
 
     @app.page("/healthz")
     class Health(View):

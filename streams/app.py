@@ -40,7 +40,7 @@ def create_app(settings: Settings) -> tuple[faust.App, SchedulerTopics, Schedule
         topic_partitions=settings.partitions,
         topic_replication_factor=int(settings.extra.get("replication", 1)),
         web_port=settings.web_port,
-        web_host="127.0.0.1",
+        web_host=settings.web_host,
         web_in_thread=False,
         producer_linger_ms=1,
         broker_commit_every=200,

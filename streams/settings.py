@@ -27,6 +27,7 @@ class Settings:
     partitions: int = 4
     app_id: str = "shunter-scheduler"
     web_port: int = 6066
+    web_host: str = "127.0.0.1"
     store: str = "memory://"
     lease_s: float = 10.0
     heartbeat_interval_s: float = 1.0
@@ -66,6 +67,7 @@ class Settings:
             partitions=int(_env("PARTITIONS", "4")),
             app_id=_env("APP_ID", "shunter-scheduler"),
             web_port=int(_env("WEB_PORT", "6066")),
+            web_host=_env("WEB_HOST", "127.0.0.1"),
             store=_env("STORE", "memory://"),
             lease_s=float(_env("LEASE_S", "10")),
             heartbeat_interval_s=float(_env("HEARTBEAT_INTERVAL_S", "1")),
@@ -82,6 +84,7 @@ class Settings:
             "SHUNTER_PARTITIONS": str(self.partitions),
             "SHUNTER_APP_ID": self.app_id,
             "SHUNTER_WEB_PORT": str(self.web_port),
+            "SHUNTER_WEB_HOST": self.web_host,
             "SHUNTER_STORE": self.store,
             "SHUNTER_LEASE_S": str(self.lease_s),
             "SHUNTER_HEARTBEAT_INTERVAL_S": str(self.heartbeat_interval_s),

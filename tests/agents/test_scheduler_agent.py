@@ -1,0 +1,105 @@
+"""The scheduler agent under Faust's test context: decode -> cell -> tables -> emit, no broker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from unittest import mock
+
+import pytest
+
+from shunter.agents.scheduler import Scheduler, install
+from shunter.streams.app import create_app
+from shunter.streams.codec import CODEC
+from shunter.streams.settings import Settings
+from shunter.streams.topics import worker_partition
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def heartbeat(worker_id: str = "w1", slots: int = 1) -> bytes:
+    return CODEC.encode("WorkerHeartbeat", {
+        "worker_id": worker_id, "pool": "cpu", "cell": "c1", "slots": slots, "free_slots": slots, "resources": {},
+        "region": "local", "labels": [], "in_flight": [], "state": "active", "sent_at_ms": now_ms()})
+
+
+def submitted(task_id: str) -> bytes:
+    return CODEC.encode("TaskSubmitted", {"task_id": task_id, "tenant": "acme", "cell": "c1", "task_type": "x",
+                                          "resources": {}, "payload": b"p", "submitted_at_ms": now_ms()})
+
+
+def completed(task_id: str, worker_id: str, epoch: int) -> bytes:
+    return CODEC.encode("TaskCompleted", {"task_id": task_id, "worker_id": worker_id, "cell": "c1", "epoch": epoch,
+                                          "status": "succeeded", "runtime_s": 0.2, "error": None,
+                                          "finished_at_ms": now_ms()})
+
+
+class Harness:
+    def __init__(self) -> None:
+        self.settings = Settings(bootstrap_servers="localhost:1", partitions=3)
+        self.app, self.topics, self.tables = create_app(self.settings)
+        self.app.conf.store = "memory://"
+        self.scheduler: Scheduler = install(self.app, self.topics, self.tables, self.settings)
+        self.app.finalize()
+        self.agent = self.app.agents["scheduler"]
+        self.sent: dict[str, list[dict]] = {}
+        for name in ("assignments", "task_status", "audit", "deadletter"):
+            setattr(self.topics, name, mock.Mock(send_soon=mock.Mock(side_effect=self._recorder(name))))
+
+    def _recorder(self, name: str):
+        def record(key, value, partition=None):
+            self.sent.setdefault(name, []).append(
+                {"key": key, "partition": partition, "record": CODEC.decode(value)[1]})
+        return record
+
+    def run(self, *messages: bytes) -> None:
+        async def go() -> None:
+            self.app.flow_control.resume()
+            async with self.agent.test_context() as agent:
+                for m in messages:
+                    await agent.put(m, key=b"c1")
+        asyncio.run(go())
+
+
+@pytest.fixture
+def harness() -> Harness:
+    return Harness()
+
+
+def test_assignment_goes_to_the_workers_own_partition_with_audit_and_status(harness):
+    harness.run(heartbeat("w1"), submitted("t1"))
+    (a,) = harness.sent["assignments"]
+    assert a["key"] == b"w1" and a["partition"] == worker_partition("w1", 3)
+    assert a["record"]["task_id"] == "t1" and a["record"]["epoch"] == 1 and a["record"]["payload"] == b"p"
+    assert [s["record"]["state"] for s in harness.sent["task_status"]] == ["pending", "assigned"]
+    (audit,) = harness.sent["audit"]
+    assert audit["record"]["action"] == "assign" and audit["record"]["seq"] == 1
+    assert harness.tables.tasks["t1"]["state"] == "assigned"
+    assert harness.tables.workers["w1"]["running"] == {"t1": 1}
+    assert harness.tables.cells["c1"]["seq"] == 1
+
+
+def test_undecodable_bytes_are_deadlettered_with_the_original_and_the_stream_moves_on(harness):
+    harness.run(b"\x00garbage", heartbeat("w1"), submitted("t1"))
+    (dl,) = harness.sent["deadletter"]
+    assert dl["record"]["original"] == b"\x00garbage" and "marker" in dl["record"]["reason"]
+    assert len(harness.sent["assignments"]) == 1
+
+
+def test_redelivered_messages_change_nothing(harness):
+    harness.run(heartbeat("w1"), submitted("t1"), submitted("t1"), completed("t1", "w1", 1), completed("t1", "w1", 1))
+    assert len(harness.sent["assignments"]) == 1
+    assert [a["record"]["action"] for a in harness.sent["audit"]] == ["assign", "complete"]
+    assert harness.scheduler.cells["c1"].estimator.stats["cpu"].samples == 1
+
+
+def test_a_new_owner_rebuilds_the_cell_from_the_tables(harness):
+    harness.run(heartbeat("w1"), submitted("t1"), submitted("t2"))
+    harness.scheduler.forget_partitions(set(range(3)))     # as after a rebalance away and back
+    assert not harness.scheduler.cells
+    harness.run(completed("t1", "w1", 1))
+    assert [a["record"]["task_id"] for a in harness.sent["assignments"]] == ["t1", "t2"]
+    seqs = [a["record"]["seq"] for a in harness.sent["audit"]]
+    assert seqs == list(range(1, len(seqs) + 1)), "the audit chain continues where it stopped"
