@@ -22,6 +22,12 @@ def _print(obj: Any) -> None:
 def cmd_broker(args: argparse.Namespace) -> int:
     from shunter.connectors.broker import LocalBroker
 
+    import os
+
+    external = os.environ.get("SHUNTER_BOOTSTRAP_SERVERS")
+    if external and args.action in ("start", "stop", "wipe"):
+        print(f"SHUNTER_BOOTSTRAP_SERVERS={external} is set: using that cluster, starting or stopping nothing")
+        return 0
     broker = LocalBroker(port=args.port)
     if args.action == "start":
         _print(broker.start())
@@ -236,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     pol.add_argument("--version", type=int)
 
     d = add("demo", cmd_demo, "run the whole system on the seed-mix workload and report")
-    d.add_argument("--tasks", type=int, default=300)
+    d.add_argument("--tasks", type=int, default=500)
     d.add_argument("--utilization", type=float, default=0.6)
     d.add_argument("--time-scale", type=float, default=4.0, help="divide runtimes and deadlines by this")
     d.add_argument("--seed", type=int, default=1)

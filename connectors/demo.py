@@ -30,7 +30,7 @@ from shunter.streams.topics import TopicNames, create_topics
 
 @dataclass
 class DemoOptions:
-    tasks: int = 300
+    tasks: int = 500
     utilization: float = 0.6
     time_scale: float = 4.0
     seed: int = 1
