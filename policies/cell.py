@@ -13,15 +13,18 @@ double-counts or double-audits.
 
 from __future__ import annotations
 
+import heapq
+import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
 from shunter.policies.audit import AuditChain
 from shunter.policies.document import PolicyDocument
 from shunter.policies.learners import RuntimeEstimator
-from shunter.policies.model import Task, TaskRecord, TaskState, Worker
+from shunter.policies.model import Priority, Task, TaskRecord, TaskState, Worker
 from shunter.policies.placement import Decision, PlacementContext
+from shunter.policies.plugins.liveness import NO_FREE_SLOT
 from shunter.policies.queueing import PendingQueue
 from shunter.policies.strategies import Strategy, strategy
 
@@ -81,7 +84,7 @@ def validate_task(task: Task, now_ms: int) -> str | None:
 class Cell:
     def __init__(self, name: str, policy: PolicyDocument, estimator: RuntimeEstimator,
                  timing: CellTiming = CellTiming(), seed: int = 0,
-                 strategy_override: str | None = None) -> None:
+                 strategy_override: str | None = None, explain: bool = True) -> None:
         self.name = name
         self.timing = timing
         self.estimator = estimator
@@ -95,6 +98,14 @@ class Cell:
         self.spend_hour = -1
         self.recent_batch_keys: dict[str, str] = {}
         self._strategy_override = strategy_override
+        self.explain = explain
+        """Emit audit records with every candidate explained (the simulator turns this off)."""
+        self._worker_order: list[Worker] | None = None
+        self._worker_keys: list[tuple[object, ...]] = []
+        self._eligible: dict[str, frozenset[str]] = {}
+        """Per queued task, the pools some worker could ever take it in (not rejected permanently)."""
+        self._pool_names: list[str] = []
+        self._runtimes: dict[str, dict[str, float]] = {}
         self.queue = PendingQueue()
         self.set_policy(policy)
 
@@ -104,6 +115,8 @@ class Cell:
         self.policy = policy
         self.strategy: Strategy = strategy(self._strategy_override or policy.strategy)
         self.framework = self.strategy.framework(policy)
+        self._worker_order = None
+        self._runtimes = {}
         pending = [r for r in self.tasks.values() if r.state == TaskState.PENDING]
         for r in pending:
             self.queue.remove(r.task.task_id)
@@ -160,6 +173,8 @@ class Cell:
         if w is None:
             w = self.workers[wid] = fresh
         else:
+            if w.static_key() != fresh.static_key():
+                self._worker_order = None
             w.pool, w.slots, w.resources, w.region = fresh.pool, fresh.slots, fresh.resources, fresh.region
             w.labels, w.state, w.last_seen_ms, w.alive = fresh.labels, fresh.state, now_ms, True
         fx.workers.add(wid)
@@ -195,7 +210,7 @@ class Cell:
         rec.runtime_s = runtime
         self._charge(rec.task.tenant, pool, runtime, now_ms)
         if c["status"] == "succeeded":
-            self.estimator.learn(rec.task, pool, runtime)
+            self.estimator.learn(rec.task, pool, runtime, self.policy)
             self._finish(rec, TaskState.SUCCEEDED, None, now_ms, fx, action="complete")
         elif rec.attempts < min(rec.task.max_attempts, self.policy.max_attempts):
             backoff = min(self.policy.backoff_max_s, self.policy.backoff_base_s * 2 ** (rec.attempts - 1))
@@ -236,29 +251,73 @@ class Cell:
 
     # --------------------------------------------------------------------------------- dispatch
     def _dispatch(self, now_ms: int, fx: Effects) -> None:
-        if not any(w.accepts_work for w in self.workers.values()):
+        workers = self._ordered_workers()
+        free = self._free_workers_by_pool(workers)
+        if not free:
             return
-        workers = sorted(self.workers.values(), key=lambda w: w.worker_id)
+        holds = self.strategy.holds_for_faster_pool
+        reservations = self._slot_free_times(now_ms) if holds else {}
         for tid in list(self.queue.in_order(limit=DISPATCH_SCAN)):
-            if not any(w.accepts_work for w in workers):
+            if not free:
                 return
             rec = self.tasks[tid]
             if rec.not_before_ms > now_ms:
                 continue
-            decision = self.framework.place(rec.task, workers, self._context(rec.task, now_ms))
-            if decision.placed:
-                self._assign(rec, decision, now_ms, fx)
-            else:
+            eligible = self._eligible.get(tid)
+            if holds and eligible is not None:
+                waiting = self._hold(rec, eligible, free, reservations)
+                if waiting is not None:
+                    rec.reason = "waiting: " + waiting
+                    continue
+            decision = self.framework.place(rec.task, workers, self._context(rec, now_ms), explain=self.explain,
+                                            keys=self._worker_keys)
+            if eligible is None:
+                eligible = self._eligible[tid] = frozenset(c.pool for c in decision.candidates if not c.permanent)
+                if holds:
+                    waiting = self._hold(rec, eligible, free, reservations)
+                    if waiting is not None:
+                        rec.reason = "waiting: " + waiting
+                        continue
+            if not decision.placed:
                 why = decision.why_not()
                 rec.reason = ("unplaceable: " if decision.never_placeable else "waiting: ") + why
+            elif self._deadline_feasible(rec, decision, now_ms, fx):
+                self._assign(rec, decision, now_ms, fx)
+                w = self.workers[decision.worker_id or ""]
+                if not w.accepts_work:
+                    free[w.pool] -= 1
+                    if not free[w.pool]:
+                        del free[w.pool]
 
-    def _context(self, task: Task, now_ms: int) -> PlacementContext:
-        pools = {w.pool for w in self.workers.values()} | set(self.policy.pools)
-        runtimes = {p: self.predict(task, p) for p in pools}
+    @staticmethod
+    def _free_workers_by_pool(workers: list[Worker]) -> dict[str, int]:
+        free: dict[str, int] = {}
+        for w in workers:
+            if w.accepts_work:
+                free[w.pool] = free.get(w.pool, 0) + 1
+        return free
+
+    def _ordered_workers(self) -> list[Worker]:
+        if self._worker_order is None or len(self._worker_order) != len(self.workers):
+            self._worker_order = sorted(self.workers.values(), key=lambda w: w.worker_id)
+            self._worker_keys = [w.static_key() for w in self._worker_order]
+            self._pool_names = sorted({w.pool for w in self._worker_order} | set(self.policy.pools))
+            self._eligible.clear()
+        return self._worker_order
+
+    def _context(self, rec: TaskRecord, now_ms: float) -> PlacementContext:
         return PlacementContext(
-            now_ms=now_ms, policy=self.policy, runtimes=runtimes, tenant_spend=self.tenant_spend,
+            now_ms=now_ms, policy=self.policy, runtimes=self._runtimes_of(rec), tenant_spend=self.tenant_spend,
             rng=self.rng, rr_position=self.rr_position, recent_batch_keys=self.recent_batch_keys,
         )
+
+    def _runtimes_of(self, rec: TaskRecord) -> dict[str, float]:
+        """Predicted runtime on every pool, computed once when the task is queued."""
+        cached = self._runtimes.get(rec.task.task_id)
+        if cached is None:
+            self._ordered_workers()
+            cached = self._runtimes[rec.task.task_id] = {p: self.predict(rec.task, p) for p in self._pool_names}
+        return cached
 
     def predict(self, task: Task, pool: str) -> float:
         if self.strategy.learns:
@@ -268,10 +327,75 @@ class Cell:
             return task.runtime_hint_s / spec.speed
         return spec.default_runtime_s
 
+    def _slot_free_times(self, now_ms: float) -> dict[str, list[float]]:
+        """Per pool, a heap of predicted seconds until each busy slot of a live worker frees."""
+        free: dict[str, list[float]] = {}
+        for w in self._ordered_workers():
+            if not w.alive or w.state != "active":
+                continue
+            heap = free.setdefault(w.pool, [])
+            for tid in w.running:
+                rec = self.tasks[tid]
+                pred = rec.predicted_runtime_s or self.policy.pool(w.pool).default_runtime_s
+                elapsed = (now_ms - (rec.assigned_at_ms or now_ms)) / 1000.0
+                # An overrun task is assumed to need a little longer, not to end this instant.
+                heap.append(max(pred - elapsed, 0.1 * pred))
+        for heap in free.values():
+            heapq.heapify(heap)
+        return free
+
+    def _hold(self, rec: TaskRecord, eligible: frozenset[str], free: dict[str, int],
+              reservations: dict[str, list[float]]) -> str | None:
+        """Late binding with foresight: if a busy pool would finish the task sooner than any free
+        slot it may use, by the strategy's margin, reserve that pool's next slot for it (for the
+        rest of this dispatch pass) and say why; else None (place it now)."""
+        runtimes = self._runtimes_of(rec)
+        now_finish = min((runtimes[p] for p in eligible if p in free), default=math.inf)
+        best_pool, best_finish = None, now_finish * self.strategy.hold_margin
+        for p in eligible:
+            heap = reservations.get(p)
+            if heap:
+                finish = heap[0] + runtimes[p]
+                if finish < best_finish:
+                    best_pool, best_finish = p, finish
+        if best_pool is None:
+            return None
+        heapq.heapreplace(reservations[best_pool], best_finish)
+        return (f"{best_pool} is predicted to finish it in {best_finish:.3g}s including the wait for a slot; "
+                f"the best free slot would take {now_finish:.3g}s")
+
+    def _deadline_feasible(self, rec: TaskRecord, d: Decision, now_ms: float, fx: Effects) -> bool:
+        """The deadline strategy's feasibility check: a task that cannot meet its deadline even on
+        this placement is run late (audited), rejected, or downgraded, as the policy says."""
+        task = rec.task
+        if not self.strategy.checks_feasibility or task.deadline_ms is None or rec.deadline_flagged:
+            return True
+        finish_ms = now_ms + (d.predicted_runtime_s or 0.0) * 1000.0
+        if finish_ms <= task.deadline_ms:
+            return True
+        rec.deadline_flagged = True
+        action = self.policy.on_infeasible
+        reason = (f"predicted finish {finish_ms - task.deadline_ms:.0f} ms after the deadline; "
+                  f"policy says {action.replace('_', ' ')}")
+        self._audit(fx, "deadline-miss", rec, now_ms, reason=reason, decision=d)
+        if action == "reject":
+            self.queue.remove(task.task_id)
+            self._finish(rec, TaskState.REJECTED, reason, now_ms, fx, action="reject")
+            return False
+        if action == "downgrade":
+            rec.task = replace(task, priority=Priority.LOW, deadline_ms=None)
+            self.queue.remove(task.task_id)
+            self._enqueue(rec)
+            fx.tasks.add(task.task_id)
+            return False
+        return True
+
     def _assign(self, rec: TaskRecord, d: Decision, now_ms: int, fx: Effects) -> None:
         assert d.worker_id is not None and d.pool is not None
         w = self.workers[d.worker_id]
         self.queue.remove(rec.task.task_id)
+        self._runtimes.pop(rec.task.task_id, None)
+        self._eligible.pop(rec.task.task_id, None)
         rec.epoch += 1
         rec.attempts += 1
         rec.state, rec.worker_id, rec.pool = TaskState.ASSIGNED, w.worker_id, w.pool
@@ -299,7 +423,8 @@ class Cell:
 
     # ---------------------------------------------------------------------------------- helpers
     def _enqueue(self, rec: TaskRecord) -> None:
-        best = min((self.predict(rec.task, p) for p in (set(self.policy.pools) or {"default"})), default=1.0)
+        self._runtimes.pop(rec.task.task_id, None)
+        best = min(self._runtimes_of(rec).values(), default=1.0)
         self.queue.push(rec.task.task_id, self.strategy.queue_key(rec.task, self.policy, best))
 
     def _requeue(self, rec: TaskRecord, now_ms: int, fx: Effects) -> None:
@@ -325,6 +450,8 @@ class Cell:
 
     def _finish(self, rec: TaskRecord, state: str, reason: str | None, now_ms: int, fx: Effects,
                 action: str | None = None) -> None:
+        self._runtimes.pop(rec.task.task_id, None)
+        self._eligible.pop(rec.task.task_id, None)
         rec.state, rec.reason, rec.updated_at_ms, rec.finished_at_ms = state, reason, now_ms, now_ms
         rec.lease_expires_at_ms = None
         fx.tasks.add(rec.task.task_id)
@@ -354,6 +481,8 @@ class Cell:
 
     def _audit(self, fx: Effects, action: str, rec: TaskRecord, now_ms: int, *, reason: str = "",
                decision: Decision | None = None, worker_id: str | None = None, epoch: int | None = None) -> None:
+        if not self.explain:
+            return
         fx.audits.append(self.chain.seal({
             "cell": self.name, "action": action, "task_id": rec.task.task_id,
             "worker_id": worker_id if worker_id is not None else rec.worker_id,
@@ -393,6 +522,14 @@ class Cell:
             if key:
                 self.by_idempotency_key.pop(key, None)
         return gone
+
+    def forget(self, task_id: str) -> None:
+        """Drop one terminal task from memory (the simulator does this as soon as it finishes)."""
+        rec = self.tasks.get(task_id)
+        if rec is not None and rec.terminal:
+            del self.tasks[task_id]
+            if rec.task.idempotency_key:
+                self.by_idempotency_key.pop(rec.task.idempotency_key, None)
 
     def pending_in_order(self, limit: int | None = None) -> list[TaskRecord]:
         return [self.tasks[t] for t in self.queue.in_order(limit)]

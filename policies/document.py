@@ -56,6 +56,8 @@ class PolicyDocument:
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
     unplaceable_timeout_s: float = 120.0
+    on_infeasible: str = "run_late"
+    """What the deadline strategy does with a task that cannot meet its deadline: run_late, reject, downgrade."""
     batch_max_size: int = 8
     batch_max_wait_s: float = 0.05
     breaker_failure_rate: float = 0.5
@@ -143,7 +145,11 @@ def parse_policy(text: str, version: int = 0) -> PolicyDocument:
         )
 
     deadline_s: dict[Priority, float | None] = {}
-    for cls_name, v in _section(body, "sla", {p.label for p in Priority}).items():
+    sla = _section(body, "sla", {p.label for p in Priority} | {"on_infeasible"})
+    on_infeasible = str(sla.pop("on_infeasible", "run_late"))
+    if on_infeasible not in ("run_late", "reject", "downgrade"):
+        raise PolicyError(f"sla.on_infeasible must be run_late, reject or downgrade, got {on_infeasible!r}.")
+    for cls_name, v in sla.items():
         sub = v if isinstance(v, Mapping) else {"deadline_s": v}
         d = sub.get("deadline_s")
         deadline_s[Priority.parse(cls_name)] = None if d is None else _positive(f"sla.{cls_name}.deadline_s", d)
@@ -167,7 +173,7 @@ def parse_policy(text: str, version: int = 0) -> PolicyDocument:
     return PolicyDocument(
         name=str(body.get("name", "default")), version=version, strategy=strategy, mode=mode,
         shadow_strategy=shadow, weights=weights, pools=pools, deadline_s=deadline_s, tenant_budgets=budgets,
-        governance=tuple(rules), review_tags=tuple(review.get("tags") or ()),
+        on_infeasible=on_infeasible, governance=tuple(rules), review_tags=tuple(review.get("tags") or ()),
         aging_s=_positive("queue.aging_s", queue.get("aging_s", 60.0)),
         unplaceable_timeout_s=_positive("queue.unplaceable_timeout_s", queue.get("unplaceable_timeout_s", 120.0)),
         max_attempts=int(_positive("retry.max_attempts", retry.get("max_attempts", 3))),

@@ -54,46 +54,67 @@ class PoolStats:
 
 @dataclass
 class RuntimeEstimator:
-    """Per-pool runtime models for one cell, learning log-runtime from completions."""
+    """Predicts log-runtime of a task on a pool, learning from every accepted completion.
+
+    One regression serves every pool of the cell: its inputs are the task's features, the pool
+    (one-hot), the pool's declared speed (log) and each size feature crossed with the pool. The
+    pool terms make the prediction pool-specific, while the shared terms let a completion on any
+    pool teach what a task type or input size costs everywhere, so a pool that has run few tasks
+    still gets sensible predictions (scaled by its declared speed) instead of a blind default.
+    Per-pool counters track samples and error. Cold start (fewer than ``warmup`` completions in
+    the cell): the submitter's hint over the pool's declared speed, else the pool's default.
+    """
 
     factory: Callable[[], Learner]
     warmup: int = 5
-    models: dict[str, Learner] = field(default_factory=dict)
+    model: Learner | None = None
     stats: dict[str, PoolStats] = field(default_factory=dict)
+    samples: int = 0
     version: int = 0
 
-    def predict(self, task: Task, pool: str, policy: PolicyDocument) -> float:
+    @staticmethod
+    def features(task: Task, pool: str, policy: PolicyDocument) -> dict[str, float]:
+        x = task_features(task)
         spec = policy.pool(pool)
-        st = self.stats.get(pool)
-        model = self.models.get(pool)
-        if model is not None and st is not None and st.samples >= self.warmup:
-            return math.exp(max(-12.0, min(12.0, model.predict_one(task_features(task)))))
+        x[f"pool={pool}"] = 1.0
+        x["log_speed"] = math.log(spec.speed)
+        for name in task.size_features:
+            x[f"log_{name}@{pool}"] = x[f"log_{name}"]
+        return x
+
+    def predict(self, task: Task, pool: str, policy: PolicyDocument) -> float:
+        if self.model is not None and self.samples >= self.warmup:
+            y = self.model.predict_one(self.features(task, pool, policy))
+            return math.exp(max(-12.0, min(12.0, y)))
+        spec = policy.pool(pool)
         if task.runtime_hint_s is not None and task.runtime_hint_s > 0:
             return task.runtime_hint_s / spec.speed
         return spec.default_runtime_s
 
-    def learn(self, task: Task, pool: str, runtime_s: float) -> None:
-        """Teach the pool's model one completion: predict first (to score the error), then learn."""
+    def learn(self, task: Task, pool: str, runtime_s: float, policy: PolicyDocument) -> None:
+        """Teach one completion: predict first (to score the error), then learn."""
         if runtime_s <= 0:
             return
-        x = task_features(task)
-        model = self.models.get(pool)
-        if model is None:
-            model = self.models[pool] = self.factory()
+        x = self.features(task, pool, policy)
+        if self.model is None:
+            self.model = self.factory()
         st = self.stats.setdefault(pool, PoolStats())
         y = math.log(runtime_s)
-        if st.samples >= self.warmup:
-            err = abs(model.predict_one(x) - y)
+        if self.samples >= self.warmup:
+            err = abs(self.model.predict_one(x) - y)
             st.abs_log_error += err
             st.off_by_2x += err >= math.log(2.0)
             st.scored += 1
-        model.learn_one(x, y)
+        self.model.learn_one(x, y)
         st.samples += 1
+        self.samples += 1
         self.version += 1
 
     def snapshot(self) -> bytes:
-        return pickle.dumps({"models": self.models, "stats": self.stats, "version": self.version})
+        return pickle.dumps({"model": self.model, "stats": self.stats, "samples": self.samples,
+                             "version": self.version})
 
     def restore(self, blob: bytes) -> None:
         state: dict[str, Any] = pickle.loads(blob)  # noqa: S301 - our own table, written by us
-        self.models, self.stats, self.version = state["models"], state["stats"], state["version"]
+        self.model, self.stats = state["model"], state["stats"]
+        self.samples, self.version = state["samples"], state["version"]

@@ -121,6 +121,7 @@ class TaskRecord:
     not_before_ms: int = 0
     updated_at_ms: int = 0
     finished_at_ms: int | None = None
+    deadline_flagged: bool = False
 
     @property
     def terminal(self) -> bool:
@@ -140,7 +141,8 @@ class TaskRecord:
         d = self.to_status()
         d.update(task=self.task.to_record(), predicted_runtime_s=self.predicted_runtime_s,
                  assigned_at_ms=self.assigned_at_ms, lease_expires_at_ms=self.lease_expires_at_ms,
-                 not_before_ms=self.not_before_ms, finished_at_ms=self.finished_at_ms)
+                 not_before_ms=self.not_before_ms, finished_at_ms=self.finished_at_ms,
+                 deadline_flagged=self.deadline_flagged)
         d["task"]["payload"] = self.task.payload.decode("latin-1")
         return d
 
@@ -154,7 +156,7 @@ class TaskRecord:
             runtime_s=d.get("runtime_s"), predicted_runtime_s=d.get("predicted_runtime_s"),
             assigned_at_ms=d.get("assigned_at_ms"), lease_expires_at_ms=d.get("lease_expires_at_ms"),
             not_before_ms=int(d.get("not_before_ms", 0)), updated_at_ms=int(d.get("updated_at_ms", 0)),
-            finished_at_ms=d.get("finished_at_ms"),
+            finished_at_ms=d.get("finished_at_ms"), deadline_flagged=bool(d.get("deadline_flagged", False)),
         )
 
 
@@ -177,6 +179,10 @@ class Worker:
     @property
     def free_slots(self) -> int:
         return self.slots - len(self.running)
+
+    def static_key(self) -> tuple[object, ...]:
+        """What makes two workers interchangeable to placement, apart from their current load."""
+        return (self.pool, self.slots, self.region, self.resources, self.labels)
 
     @property
     def accepts_work(self) -> bool:

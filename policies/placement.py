@@ -136,36 +136,61 @@ class Decision:
 
 
 class Framework:
-    """Runs filters then weighted scores over candidates. Built from plugin names by a strategy."""
+    """Runs filters then weighted scores over candidates. Built from plugin names by a strategy.
+
+    Workers that look alike to every plugin (same pool, slots, free slots, liveness, state,
+    region, resources) are evaluated once, as a class: the first worker of the best class wins,
+    so the decision is the same as evaluating each worker. Plugins that tell workers apart by
+    identity (``per_worker = True``: rotation, chance, affinity) turn the grouping off. With
+    ``explain=False`` the candidates list holds one entry per class instead of per worker (the
+    simulator uses this; the decision does not change).
+    """
 
     def __init__(self, filters: Sequence[FilterPlugin], scores: Sequence[tuple[ScorePlugin, float]]) -> None:
         self.filters = tuple(filters)
         self.scores = tuple(scores)
+        self.per_worker = any(getattr(p, "per_worker", False) for p, _ in self.scores) or \
+            any(getattr(f, "per_worker", False) for f in self.filters)
 
-    def place(self, task: Task, workers: Sequence[Worker], ctx: PlacementContext,
-              pick: Callable[[list[Candidate]], Candidate | None] | None = None) -> Decision:
+
+    def _evaluate(self, task: Task, w: Worker, ctx: PlacementContext) -> Candidate:
+        cand = Candidate(w.worker_id, w.pool, True)
+        for f in self.filters:
+            st = f.filter(task, w, ctx)
+            if not st.ok:
+                cand.feasible, cand.filtered_by, cand.reason, cand.permanent = False, f.name, st.reason, st.permanent
+                return cand
+        total = 0.0
+        for plugin, weight in self.scores:
+            sc = plugin.score(task, w, ctx)
+            cand.scores[plugin.name] = sc
+            total += weight * sc
+        cand.total = total
+        return cand
+
+    def place(self, task: Task, workers: Sequence[Worker], ctx: PlacementContext, explain: bool = True,
+              keys: Sequence[tuple[object, ...]] | None = None) -> Decision:
+        """``keys[i]``, if given, is ``workers[i].static_key()`` (callers cache it)."""
         candidates: list[Candidate] = []
         best: Candidate | None = None
-        for w in workers:
-            cand = Candidate(w.worker_id, w.pool, True)
-            for f in self.filters:
-                st = f.filter(task, w, ctx)
-                if not st.ok:
-                    cand.feasible, cand.filtered_by, cand.reason, cand.permanent = False, f.name, st.reason, st.permanent
-                    break
-            if cand.feasible:
-                total = 0.0
-                for plugin, weight in self.scores:
-                    s = plugin.score(task, w, ctx)
-                    cand.scores[plugin.name] = s
-                    total += weight * s
-                cand.total = total
-                # Ties go to the worker listed first: callers order workers deterministically.
-                if best is None or total > best.total:
-                    best = cand
+        seen: dict[tuple[object, ...], Candidate] = {}
+        for i, w in enumerate(workers):
+            if self.per_worker:
+                cand = self._evaluate(task, w, ctx)
+            else:
+                key = (keys[i] if keys is not None else w.static_key(), len(w.running), w.alive, w.state)
+                proto = seen.get(key)
+                if proto is None:
+                    cand = seen[key] = self._evaluate(task, w, ctx)
+                elif explain:
+                    cand = Candidate(w.worker_id, w.pool, proto.feasible, proto.filtered_by, proto.reason,
+                                     proto.permanent, proto.scores, proto.total)
+                else:
+                    continue
+            # Ties go to the worker listed first: callers order workers deterministically.
+            if cand.feasible and (best is None or cand.total > best.total):
+                best = cand
             candidates.append(cand)
-        if pick is not None:
-            best = pick(candidates)
         if best is None:
             return Decision(task.task_id, None, None, candidates)
         return Decision(task.task_id, best.worker_id, best.pool, candidates, ctx.runtime_on(best.pool))

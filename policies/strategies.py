@@ -47,8 +47,9 @@ def edf_key(task: Task, policy: PolicyDocument, predicted_s: float) -> float:
 
 
 def adaptive_key(task: Task, policy: PolicyDocument, predicted_s: float) -> float:
-    """Priority with aging, then shortest predicted job first inside the class."""
-    return priority_key(task, policy, predicted_s) + min(predicted_s, policy.aging_s) * 1000.0
+    """Least slack first: the latest time the task can start and still meet its (effective)
+    deadline, with the learned runtime on its fastest pool."""
+    return edf_key(task, policy, predicted_s)
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,13 @@ class Strategy:
     learns: bool = False
     """Uses the online runtime models for its predictions (else only hints and pool defaults)."""
     holds_for_faster_pool: bool = False
-    """May leave a task queued rather than place it on a slot much slower than a busy better pool."""
+    """May leave a task queued rather than place it on a free slot when a busy pool would finish
+    it sooner, waiting included."""
+    hold_margin: float = 1.0
+    """Hold only when the busy pool's finish is below ``hold_margin`` x the free slot's finish: a
+    held task also delays the tasks queued behind it for that pool, so a small gain is not enough."""
+    checks_feasibility: bool = False
+    """Checks at placement whether the deadline can still be met; the policy says what then."""
     description: str = ""
 
     def framework(self, policy: PolicyDocument) -> Framework:
@@ -83,12 +90,12 @@ STRATEGIES: Final[dict[str, Strategy]] = {s.name: s for s in (
              description="critical/high to realtime pools, medium/low to batch pools"),
     Strategy("heterogeneous", priority_key, {"completion": 2.0, "cost": 0.2, "load": 0.2},
              description="the pool with the fastest declared speed for the task"),
-    Strategy("deadline", edf_key, {"slack": 2.0, "completion": 1.0, "load": 0.1},
+    Strategy("deadline", edf_key, {"slack": 2.0, "completion": 1.0, "load": 0.1}, checks_feasibility=True,
              description="earliest deadline first with a feasibility check"),
     Strategy("batch", priority_key, {"affinity": 2.0, "load": 1.0},
              description="groups tasks with the same batch key on the same worker"),
     Strategy("adaptive", adaptive_key, {"completion": 2.0, "slack": 1.0, "load": 0.1}, learns=True,
-             holds_for_faster_pool=True,
+             holds_for_faster_pool=True, hold_margin=0.3,
              description="learned runtimes x queue depth: fastest predicted finish, shortest first"),
 )}
 

@@ -7,6 +7,7 @@ from shunter.policies.placement import PlacementContext
 
 class Affinity:
     name = "affinity"
+    per_worker = True
 
     def score(self, task: Task, worker: Worker, ctx: PlacementContext) -> float:
         if task.batch_key is None:

@@ -6,6 +6,7 @@ from shunter.policies.placement import PlacementContext
 
 class Chance:
     name = "random"
+    per_worker = True
 
     def score(self, task: Task, worker: Worker, ctx: PlacementContext) -> float:
         return ctx.rng.random()

@@ -3,6 +3,8 @@
 from shunter.policies.model import Task, Worker
 from shunter.policies.placement import PlacementContext, Status
 
+NO_FREE_SLOT = "has no free slot"
+
 
 class Liveness:
     name = "liveness"
@@ -13,5 +15,5 @@ class Liveness:
         if worker.state != "active":
             return Status.reject(f"is {worker.state}")
         if worker.free_slots <= 0:
-            return Status.reject("has no free slot")
+            return Status.reject(NO_FREE_SLOT)
         return Status.accept()

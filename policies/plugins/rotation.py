@@ -11,6 +11,7 @@ _SPAN = 1 << 16
 
 class Rotation:
     name = "round_robin"
+    per_worker = True
 
     def score(self, task: Task, worker: Worker, ctx: PlacementContext) -> float:
         slot = zlib.crc32(worker.worker_id.encode()) % _SPAN
