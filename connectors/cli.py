@@ -180,6 +180,53 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if summary["lost"] == 0 else 1
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from shunter.policies.simulation import ORACLE, STRATEGY_ORDER, benchmark, load_workload
+
+    strategies = list(STRATEGY_ORDER) if args.strategy == "all" else args.strategy.split(",")
+    unknown = [s for s in strategies if s not in STRATEGY_ORDER]
+    if unknown:
+        print(f"shunter: unknown strategy {', '.join(unknown)}; choose from {', '.join(STRATEGY_ORDER)} or all",
+              file=sys.stderr)
+        return 2
+    items = load_workload(args.workload, trace=args.trace, tasks=args.tasks, seed=args.seed)
+    progress = None if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
+    doc, results = benchmark(items, strategies, workload=args.workload, utilization=args.utilization,
+                             seed=args.seed, progress=progress)
+    if args.report:
+        from shunter.connectors.report import write_report
+
+        path = write_report(doc, results, Path(args.report))
+        if progress:
+            progress(f"report written to {path}")
+    if args.json:
+        print(json.dumps(doc))
+    else:
+        _print_table(doc)
+    return 0
+
+
+def _print_table(doc: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{doc['workload']}: {doc['tasks']} tasks at utilization {doc['utilization']}, seed {doc['seed']}")
+    for col in ("strategy", "mean s", "p50 s", "p99 s", "slowdown", "miss rate", "crit p99", "low p99", "cost",
+                "pred off 2x", "decisions/s", "mean vs oracle"):
+        table.add_column(col, justify="right")
+
+    def f(x: Any, nd: int = 3) -> str:
+        return "-" if x is None else f"{x:.{nd}f}" if isinstance(x, float) else str(x)
+
+    for name, r in doc["strategies"].items():
+        pred = r["prediction"] or {}
+        table.add_row(name, f(r["mean_s"]), f(r["p50_s"]), f(r["p99_s"]), f(r["slowdown_mean"], 2),
+                      f(r["deadline_miss_rate"]), f(r["by_class"]["critical"]["p99_s"]), f(r["by_class"]["low"]["p99_s"]),
+                      f(r["cost"], 0), f(pred.get("off_by_2x_share")), f(r["decisions_per_s"]),
+                      f((r["vs_oracle"] or {}).get("mean_ratio"), 2))
+    Console(width=180).print(table)
+
+
 # ----------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="shunter", description="Shunter: an event-driven task scheduler on Kafka.")
@@ -240,6 +287,16 @@ def build_parser() -> argparse.ArgumentParser:
     pol.add_argument("action", choices=["apply", "validate", "show", "history", "rollback"])
     pol.add_argument("file", nargs="?")
     pol.add_argument("--version", type=int)
+
+    sim = add("simulate", cmd_simulate, "replay a workload through the policy code in virtual time (no Kafka)")
+    sim.add_argument("--workload", choices=["azure-llm", "seed-mix"], default="seed-mix")
+    sim.add_argument("--trace", help="CSV with TIMESTAMP,ContextTokens,GeneratedTokens (azure-llm)")
+    sim.add_argument("--tasks", type=int, help="seed-mix: how many tasks (default 5000); azure-llm: first N rows")
+    sim.add_argument("--strategy", default="all", help="a strategy, a comma-separated list, or all")
+    sim.add_argument("--utilization", type=float, default=0.9)
+    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--json", action="store_true")
+    sim.add_argument("--report", metavar="DIR", help="also write a markdown report with PNG plots into DIR")
 
     d = add("demo", cmd_demo, "run the whole system on the seed-mix workload and report")
     d.add_argument("--tasks", type=int, default=500)

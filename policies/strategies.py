@@ -85,7 +85,9 @@ STRATEGIES: Final[dict[str, Strategy]] = {s.name: s for s in (
     Strategy("round_robin", fifo_key, {"round_robin": 1.0}, description="arrival order, workers in rotation"),
     Strategy("random", fifo_key, {"random": 1.0}, description="arrival order, a random free worker"),
     Strategy("least_loaded", fifo_key, {"load": 1.0}, description="arrival order, the emptiest worker"),
-    Strategy("priority", priority_key, {"load": 1.0}, description="priority classes with aging, emptiest worker"),
+    Strategy("priority", priority_key, {"completion": 1.0, "load": 0.2}, holds_for_faster_pool=True, hold_margin=0.5,
+             description="priority classes with aging; the head of the queue gets the fastest pool that frees "
+                         "soon enough (declared speeds)"),
     Strategy("latency_aware", priority_key, {"latency_class": 2.0, "completion": 1.0, "load": 0.2},
              description="critical/high to realtime pools, medium/low to batch pools"),
     Strategy("heterogeneous", priority_key, {"completion": 2.0, "cost": 0.2, "load": 0.2},

@@ -1,0 +1,86 @@
+"""The simulator: deterministic, the JSON contract of BENCHMARKS.md, and what strategies must show."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from shunter.policies.simulation import ORACLE, benchmark, load_workload
+from shunter.policies.workloads import AZURE_DEADLINES, at_utilization, azure_trace, capacity, seed_mix
+
+ROW_KEYS = {"tasks", "completed", "mean_s", "p50_s", "p95_s", "p99_s", "slowdown_mean", "slowdown_p99",
+            "deadline_miss_rate", "by_class", "cost", "utilization_by_pool", "prediction", "decisions_per_s", "vs_oracle"}
+
+
+@pytest.fixture(scope="module")
+def seed_mix_doc():
+    items = seed_mix(3000, seed=7)
+    doc, _ = benchmark(items, ["fifo", "priority", "deadline", "adaptive", ORACLE], workload="seed-mix",
+                       utilization=0.9, seed=7)
+    return doc
+
+
+def test_json_has_the_benchmark_contract(seed_mix_doc):
+    assert {"workload", "utilization", "seed", "strategies"} <= set(seed_mix_doc)
+    for name, row in seed_mix_doc["strategies"].items():
+        assert ROW_KEYS <= set(row), name
+        assert row["completed"] == row["tasks"] == 3000
+        assert set(row["by_class"]) == {"critical", "high", "medium", "low"}
+        assert set(row["vs_oracle"]) == {"mean_ratio", "p99_ratio", "deadline_miss_delta"}
+    assert seed_mix_doc["strategies"]["fifo"]["prediction"] is None
+    assert 0 <= seed_mix_doc["strategies"]["adaptive"]["prediction"]["off_by_2x_share"] <= 1
+    json.dumps(seed_mix_doc)
+
+
+def test_priority_serves_critical_before_low(seed_mix_doc):
+    by = seed_mix_doc["strategies"]["priority"]["by_class"]
+    assert by["critical"]["p99_s"] < by["low"]["p99_s"]
+    assert by["critical"]["mean_s"] < by["low"]["mean_s"]
+
+
+def test_deadline_strategy_misses_fewer_deadlines_than_fifo(seed_mix_doc):
+    s = seed_mix_doc["strategies"]
+    assert s["deadline"]["deadline_miss_rate"] < s["fifo"]["deadline_miss_rate"]
+
+
+def test_adaptive_learns_runtimes_from_a_cold_start(seed_mix_doc):
+    assert seed_mix_doc["strategies"]["adaptive"]["prediction"]["off_by_2x_share"] < 0.10
+    assert seed_mix_doc["strategies"][ORACLE]["prediction"]["off_by_2x_share"] == 0.0
+
+
+def test_same_seed_same_result():
+    items = seed_mix(500, seed=3)
+    a, _ = benchmark(items, ["random", "adaptive"], workload="seed-mix", utilization=0.8, seed=3)
+    b, _ = benchmark(items, ["random", "adaptive"], workload="seed-mix", utilization=0.8, seed=3)
+    for doc in (a, b):
+        for row in doc["strategies"].values():
+            row.pop("decisions_per_s")
+    assert a == b
+
+
+def test_utilization_rescaling_hits_the_target():
+    items = at_utilization(seed_mix(4000, seed=1), 0.5)
+    mean_ref = sum(w.true_runtime_s["gpu_small"] for w in items) / len(items)
+    rate = (len(items) - 1) / (items[-1].arrival_s - items[0].arrival_s)
+    assert rate * mean_ref / capacity(items) == pytest.approx(0.5, rel=1e-6)
+
+
+def test_the_scheduler_never_sees_generated_tokens(tmp_path: Path):
+    """Two traces that differ only in GeneratedTokens give the scheduler identical tasks."""
+    rows = ["TIMESTAMP,ContextTokens,GeneratedTokens", "2023-11-16 18:15:46.6805900,374,44",
+            "2023-11-16 18:15:50.9951690,396,109", "2023-11-16 18:15:51.2224670,879,55"]
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_text("\n".join(rows) + "\n")
+    b.write_text("\n".join(r if i == 0 else r.rsplit(",", 1)[0] + ",9999" for i, r in enumerate(rows)) + "\n")
+    ta = [w.to_task() for w in azure_trace(a, seed=1)]
+    tb = [w.to_task() for w in azure_trace(b, seed=1)]
+    assert ta == tb
+    assert all(set(t.size_features) == {"context_tokens"} and t.runtime_hint_s is None for t in ta)
+    assert {w.deadline_s for w in azure_trace(a, seed=1)} <= set(AZURE_DEADLINES.values())
+
+
+def test_trace_with_wrong_columns_is_refused(tmp_path: Path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("time,tokens\n1,2\n")
+    with pytest.raises(ValueError, match="GeneratedTokens"):
+        load_workload("azure-llm", trace=str(bad))
