@@ -39,7 +39,7 @@ log = logging.getLogger("shunter.scheduler")
 
 # Which message types each input topic may carry; anything else is dead-lettered.
 _ACCEPTS = {
-    "tasks": {"TaskSubmitted", "TaskCancelled", "CellTick"},
+    "tasks": {"TaskSubmitted", "TaskCancelled", "TaskReview", "CellTick"},
     "heartbeats": {"WorkerHeartbeat"},
     "completions": {"TaskCompleted"},
 }
@@ -124,6 +124,8 @@ class Scheduler:
             more = cell.submit(Task.from_record(rec), now)
         elif kind == "TaskCancelled":
             more = cell.cancel(rec["task_id"], rec["reason"], now)
+        elif kind == "TaskReview":
+            more = cell.review(rec["task_id"], rec["approve"], rec["reviewer"], rec["note"], now)
         elif kind == "WorkerHeartbeat":
             more = cell.heartbeat(rec, now)
         elif kind == "TaskCompleted":
@@ -216,6 +218,19 @@ class Scheduler:
                 return cell, rec
         return None
 
+    def models(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for cell in self.cells.values():
+            est = cell.estimator
+            out[cell.name] = {pool: {
+                "samples": st.samples, "mae_log": None if st.mae_log is None else round(st.mae_log, 4),
+                "off_by_2x_share": None if st.off_by_2x_share is None else round(st.off_by_2x_share, 4),
+                "drift_events": getattr(st, "drift_events", 0), "regret_s": round(st.regret_s, 3),
+                "shadow_decisions": st.shadow_decisions, "shadow_overrides": st.shadow_overrides,
+                "model_version": est.version,
+            } for pool, st in sorted(est.stats.items())}
+        return out
+
     def pools(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for cell in self.cells.values():
@@ -288,6 +303,41 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
     class PoolsView(View):
         async def get(self, request: Request) -> Response:
             return self.json(scheduler.pools())
+
+    @app.page("/models")
+    class Models(View):
+        async def get(self, request: Request) -> Response:
+            return self.json(scheduler.models())
+
+    @app.page("/policies")
+    class Policies(View):
+        async def get(self, request: Request) -> Response:
+            p = scheduler.policy()
+            return self.json({"name": p.name, "version": p.version, "strategy": p.strategy, "mode": p.mode,
+                              "body_yaml": p.body_yaml})
+
+        async def put(self, request: Request) -> Response:
+            from shunter.connectors.client import ShunterClient
+
+            text = await request.text()
+            try:
+                version = ShunterClient(settings).update_policy(text, applied_by="http")
+            except PolicyError as exc:
+                return self.json({"error": str(exc)}, status=400)
+            return self.json({"version": version}, status=202)
+
+    @app.page("/tasks/{task_id}/review")
+    class Review(View):
+        async def post(self, request: Request, task_id: str) -> Response:
+            found = scheduler.find(task_id)
+            if found is None:
+                return self.json({"error": f"task {task_id} is not known to this scheduler"}, status=404)
+            body = await request.json()
+            cell, _ = found
+            await topics.tasks.send(key=cell.name.encode(), value=CODEC.encode("TaskReview", {
+                "task_id": task_id, "cell": cell.name, "approve": bool(body.get("approve")),
+                "reviewer": str(body.get("reviewer", "http")), "note": str(body.get("note", "")), "at_ms": now_ms()}))
+            return self.json({"task_id": task_id, "review": "sent"}, status=202)
 
     @app.page("/metrics")
     class Metrics(View):

@@ -165,6 +165,58 @@ def cmd_policy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_review(args: argparse.Namespace) -> int:
+    _client().review(args.task_id, approve=args.action == "approve", cell=args.cell, reviewer=args.reviewer,
+                     note=args.note or "")
+    print(f"{args.action} sent for {args.task_id}")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Why a task is where it is: its state now, then every decision about it with candidates."""
+    client = _client()
+    try:
+        st = client.query(args.task_id)
+    except OSError:
+        st = None
+    trail = client.audit_trail(args.task_id)
+    if st is None and not trail:
+        print(f"task {args.task_id}: unknown to the scheduler and absent from the audit log", file=sys.stderr)
+        return 1
+    if st is not None:
+        print(f"task {args.task_id}: {st['state']}" + (f" on {st['worker_id']} ({st['pool']})" if st.get("worker_id") else "")
+              + f", attempt {st['attempts']}, epoch {st['epoch']}")
+        if st.get("explanation"):
+            print(f"  why: {st['explanation']}")
+        if st.get("queue_position") is not None:
+            print(f"  queue position: {st['queue_position'] + 1}")
+    for r in trail:
+        print(f"- #{r['seq']} {r['action']}" + (f" -> {r['worker_id']} ({r['pool']})" if r.get("worker_id") else "")
+              + f"  policy v{r['policy_version']} {r['strategy']} [{r['mode']}], model v{r['model_version']}"
+              + (f", shadow: {r['shadow_choice']}" if r.get("shadow_choice") else ""))
+        if r["reason"]:
+            print(f"    {r['reason']}")
+        for c in r["candidates"]:
+            verdict = (f"score {c['total']:.3f} " + " ".join(f"{k}={v:.2f}" for k, v in c["scores"].items())
+                       if c["feasible"] else f"filtered by {c['filtered_by']}: {c['reason']}")
+            print(f"    {c['worker_id']:>24} {c['pool']:>10}  {verdict}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    models = _client().get("/models")
+    if args.json:
+        _print(models)
+        return 0
+    for cell, pools in models.items():
+        print(f"cell {cell}")
+        for pool, m in pools.items():
+            print(f"  {pool:>10}: samples {m['samples']}, mae_log {m['mae_log']}, off by 2x {m['off_by_2x_share']}, "
+                  f"drift events {m['drift_events']}, shadow regret {m['regret_s']} s over {m['shadow_decisions']}, "
+                  f"model v{m['model_version']}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from shunter.connectors.demo import DemoOptions, run_demo
 
@@ -287,6 +339,19 @@ def build_parser() -> argparse.ArgumentParser:
     pol.add_argument("action", choices=["apply", "validate", "show", "history", "rollback"])
     pol.add_argument("file", nargs="?")
     pol.add_argument("--version", type=int)
+
+    rv = add("review", cmd_review, "approve or reject a task held for review")
+    rv.add_argument("action", choices=["approve", "reject"])
+    rv.add_argument("task_id")
+    rv.add_argument("--cell", default="default")
+    rv.add_argument("--reviewer", default="cli")
+    rv.add_argument("--note")
+
+    ex = add("explain", cmd_explain, "why a task is where it is: state, queue position, every decision")
+    ex.add_argument("task_id")
+
+    mo = add("models", cmd_models, "runtime model quality per pool: samples, error, drift, shadow regret")
+    mo.add_argument("--json", action="store_true")
 
     sim = add("simulate", cmd_simulate, "replay a workload through the policy code in virtual time (no Kafka)")
     sim.add_argument("--workload", choices=["azure-llm", "seed-mix"], default="seed-mix")

@@ -32,7 +32,10 @@ def now_ms() -> int:
 
 
 def producer(settings: Settings, **extra: Any) -> Producer:
-    conf = {"bootstrap.servers": settings.bootstrap, "linger.ms": 2, "enable.idempotence": True, "acks": "all"}
+    """A producer whose key -> partition mapping matches Faust's and Java's (murmur2), so a cell's
+    messages land in the same partition whoever sends them."""
+    conf = {"bootstrap.servers": settings.bootstrap, "linger.ms": 2, "enable.idempotence": True, "acks": "all",
+            "partitioner": "murmur2_random"}
     conf.update(extra)
     return Producer(conf)
 
@@ -74,6 +77,23 @@ class ShunterClient:
         self._produce(self.topics.tasks, cell, CODEC.encode("TaskCancelled", {
             "task_id": task_id, "cell": cell, "reason": reason, "requested_at_ms": now_ms()}))
         self.flush()
+
+    def review(self, task_id: str, approve: bool, cell: str = "default", reviewer: str = "cli", note: str = "") -> None:
+        """Approve or reject a task held for review (policy mode ``review``)."""
+        self._produce(self.topics.tasks, cell, CODEC.encode("TaskReview", {
+            "task_id": task_id, "cell": cell, "approve": approve, "reviewer": reviewer, "note": note,
+            "at_ms": now_ms()}))
+        self.flush()
+
+    def audit_trail(self, task_id: str) -> list[dict[str, Any]]:
+        """Every audit record about one task, oldest first (reads the audit topic)."""
+        return [r for kind, r in read_records(self.settings, self.topics.audit)
+                if kind == "AuditRecord" and r["task_id"] == task_id]
+
+    def get(self, path: str) -> Any:
+        """GET a path of the scheduler's HTTP API as JSON."""
+        with urllib.request.urlopen(f"{self.scheduler_url}{path}", timeout=5) as resp:
+            return json.load(resp)
 
     def query(self, task_id: str) -> dict[str, Any] | None:
         """The task's status from the scheduler's HTTP API, or None if it does not know the task."""

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
+from shunter.connectors.client import producer as client_producer
 from shunter.streams.codec import CODEC
 from shunter.streams.errors import CodecError
 from shunter.streams.settings import Settings
@@ -57,8 +58,7 @@ class ShunterWorker:
                  producer: Producer | None = None) -> None:
         self.settings, self.spec, self.run = settings, spec, run
         self.topics = TopicNames(settings)
-        self._producer = producer or Producer({"bootstrap.servers": settings.bootstrap, "linger.ms": 2,
-                                               "enable.idempotence": True})
+        self._producer = producer or client_producer(settings)
         self._own_producer = producer is None
         self._in_flight: dict[str, int] = {}
         self._seen: set[tuple[str, int]] = set()

@@ -117,7 +117,11 @@ class Cell:
         self.framework = self.strategy.framework(policy)
         self._worker_order = None
         self._runtimes = {}
-        pending = [r for r in self.tasks.values() if r.state == TaskState.PENDING]
+        self.shadow: Strategy | None = None
+        if policy.mode == "shadow":
+            self.shadow = strategy(policy.shadow_strategy or "adaptive")
+            self.shadow_framework = self.shadow.framework(policy)
+        pending = [r for r in self.tasks.values() if r.state == TaskState.PENDING and not r.held_for_review]
         for r in pending:
             self.queue.remove(r.task.task_id)
             self._enqueue(r)
@@ -148,10 +152,39 @@ class Cell:
         if never is not None:
             self._finish(rec, TaskState.REJECTED, never, now_ms, fx, action="reject")
             return fx
+        if self._needs_review(task):
+            rec.held_for_review = True
+            rec.reason = "held for review: approve with `shunter review approve " + task.task_id + "`"
+            fx.statuses.append(rec.to_status())
+            self._audit(fx, "review-hold", rec, now_ms, reason=rec.reason)
+            return fx
         self._enqueue(rec)
         fx.statuses.append(rec.to_status())
         self._dispatch(now_ms, fx)
         return fx
+
+    def review(self, task_id: str, approve: bool, reviewer: str, note: str, now_ms: int) -> Effects:
+        """A person's verdict on a task held for review. Anything else is ignored (idempotent)."""
+        fx = Effects()
+        rec = self.tasks.get(task_id)
+        if rec is None or rec.terminal or not rec.held_for_review:
+            return fx
+        rec.held_for_review = False
+        if approve:
+            rec.reason = None
+            self._audit(fx, "approve", rec, now_ms, reason=f"approved by {reviewer}" + (f": {note}" if note else ""))
+            self._enqueue(rec)
+            fx.tasks.add(task_id)
+            self._dispatch(now_ms, fx)
+        else:
+            self._finish(rec, TaskState.REJECTED, f"rejected in review by {reviewer}" + (f": {note}" if note else ""),
+                         now_ms, fx, action="reject")
+        return fx
+
+    def _needs_review(self, task: Task) -> bool:
+        if self.policy.mode != "review":
+            return False
+        return not self.policy.review_tags or any(t in self.policy.review_tags for t in task.governance_tags)
 
     def cancel(self, task_id: str, reason: str, now_ms: int) -> Effects:
         fx = Effects()
@@ -210,6 +243,8 @@ class Cell:
         rec.runtime_s = runtime
         self._charge(rec.task.tenant, pool, runtime, now_ms)
         if c["status"] == "succeeded":
+            if rec.shadow_pool is not None and rec.shadow_predicted_s is not None:
+                self.estimator.record_regret(pool, rec.shadow_pool, rec.shadow_predicted_s, runtime)
             self.estimator.learn(rec.task, pool, runtime, self.policy)
             self._finish(rec, TaskState.SUCCEEDED, None, now_ms, fx, action="complete")
         elif rec.attempts < min(rec.task.max_attempts, self.policy.max_attempts):
@@ -393,6 +428,7 @@ class Cell:
     def _assign(self, rec: TaskRecord, d: Decision, now_ms: int, fx: Effects) -> None:
         assert d.worker_id is not None and d.pool is not None
         w = self.workers[d.worker_id]
+        shadow_choice = self._shadow_choice(rec, now_ms)
         self.queue.remove(rec.task.task_id)
         self._runtimes.pop(rec.task.task_id, None)
         self._eligible.pop(rec.task.task_id, None)
@@ -419,7 +455,21 @@ class Cell:
             "submitted_at_ms": rec.task.submitted_at_ms, "assigned_at_ms": now_ms,
         })
         self._audit(fx, "assign" if rec.attempts == 1 else "reassign", rec, now_ms, decision=d,
-                    reason=f"best of {sum(c.feasible for c in d.candidates)} feasible worker(s)")
+                    reason=f"best of {sum(c.feasible for c in d.candidates)} feasible worker(s)",
+                    shadow_choice=shadow_choice)
+
+    def _shadow_choice(self, rec: TaskRecord, now_ms: float) -> str | None:
+        """In shadow mode, where the shadow strategy would have put this task (recorded, not done)."""
+        if self.shadow is None:
+            return None
+        ctx = self._context(rec, now_ms)
+        d = self.shadow_framework.place(rec.task, self._ordered_workers(), ctx, explain=False, keys=self._worker_keys)
+        if d.pool is None:
+            rec.shadow_pool, rec.shadow_predicted_s = None, None
+            return "hold"
+        rec.shadow_pool = d.pool
+        rec.shadow_predicted_s = self.estimator.predict(rec.task, d.pool, self.policy)
+        return f"{d.worker_id}@{d.pool}"
 
     # ---------------------------------------------------------------------------------- helpers
     def _enqueue(self, rec: TaskRecord) -> None:
@@ -480,7 +530,8 @@ class Cell:
         self.tenant_spend[tenant] = self.tenant_spend.get(tenant, 0.0) + cost
 
     def _audit(self, fx: Effects, action: str, rec: TaskRecord, now_ms: int, *, reason: str = "",
-               decision: Decision | None = None, worker_id: str | None = None, epoch: int | None = None) -> None:
+               decision: Decision | None = None, worker_id: str | None = None, epoch: int | None = None,
+               shadow_choice: str | None = None) -> None:
         if not self.explain:
             return
         fx.audits.append(self.chain.seal({
@@ -490,7 +541,7 @@ class Cell:
             "policy_version": self.policy.version, "model_version": self.estimator.version,
             "mode": self.policy.mode, "strategy": self.strategy.name,
             "candidates": [c.to_record() for c in decision.candidates] if decision else [],
-            "shadow_choice": None, "decided_at_ms": now_ms,
+            "shadow_choice": shadow_choice, "decided_at_ms": now_ms,
         }))
 
     # ------------------------------------------------------------------------------ persistence
@@ -511,7 +562,7 @@ class Cell:
             self.tasks[rec.task.task_id] = rec
             if rec.task.idempotency_key:
                 self.by_idempotency_key[rec.task.idempotency_key] = rec.task.task_id
-            if rec.state == TaskState.PENDING:
+            if rec.state == TaskState.PENDING and not rec.held_for_review:
                 self._enqueue(rec)
 
     def evict_finished(self, before_ms: int) -> list[str]:

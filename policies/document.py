@@ -117,6 +117,8 @@ def parse_policy(text: str, version: int = 0) -> PolicyDocument:
     if strategy not in STRATEGIES:
         raise PolicyError(f"unknown strategy {strategy!r}; choose one of: {', '.join(sorted(STRATEGIES))}.")
     shadow = body.get("shadow_strategy")
+    if body.get("mode") == "shadow" and shadow is None:
+        shadow = "adaptive"
     if shadow is not None and shadow not in STRATEGIES:
         raise PolicyError(f"unknown shadow_strategy {shadow!r}; choose one of: {', '.join(sorted(STRATEGIES))}.")
     mode = str(body.get("mode", "enforce"))
@@ -139,7 +141,9 @@ def parse_policy(text: str, version: int = 0) -> PolicyDocument:
             name=str(pname),
             cost_per_slot_s=_positive(f"pools.{pname}.cost_per_slot_s", spec.get("cost_per_slot_s", 1.0), allow_zero=True),
             speed=_positive(f"pools.{pname}.speed", spec.get("speed", 1.0)),
-            default_runtime_s=_positive(f"pools.{pname}.default_runtime_s", spec.get("default_runtime_s", 1.0)),
+            # Without a declared default, a task is assumed to take 1 s on a pool of speed 1.
+            default_runtime_s=_positive(f"pools.{pname}.default_runtime_s",
+                                        spec.get("default_runtime_s", 1.0 / float(spec.get("speed", 1.0) or 1.0))),
             region=str(spec.get("region", "local")),
             realtime=bool(spec.get("realtime", False)),
         )

@@ -42,6 +42,11 @@ class PoolStats:
     abs_log_error: float = 0.0
     off_by_2x: int = 0
     scored: int = 0
+    shadow_decisions: int = 0
+    shadow_overrides: int = 0
+    regret_s: float = 0.0
+    """Sum over shadow decisions of (actual runtime here - predicted runtime on the shadow choice):
+    positive means the model's choice would have finished sooner."""
 
     @property
     def mae_log(self) -> float | None:
@@ -109,6 +114,12 @@ class RuntimeEstimator:
         st.samples += 1
         self.samples += 1
         self.version += 1
+
+    def record_regret(self, pool: str, shadow_pool: str, shadow_predicted_s: float, actual_s: float) -> None:
+        st = self.stats.setdefault(pool, PoolStats())
+        st.shadow_decisions += 1
+        st.shadow_overrides += shadow_pool != pool
+        st.regret_s += actual_s - shadow_predicted_s
 
     def snapshot(self) -> bytes:
         return pickle.dumps({"model": self.model, "stats": self.stats, "samples": self.samples,

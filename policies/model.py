@@ -122,6 +122,9 @@ class TaskRecord:
     updated_at_ms: int = 0
     finished_at_ms: int | None = None
     deadline_flagged: bool = False
+    held_for_review: bool = False
+    shadow_pool: str | None = None
+    shadow_predicted_s: float | None = None
 
     @property
     def terminal(self) -> bool:
@@ -142,7 +145,8 @@ class TaskRecord:
         d.update(task=self.task.to_record(), predicted_runtime_s=self.predicted_runtime_s,
                  assigned_at_ms=self.assigned_at_ms, lease_expires_at_ms=self.lease_expires_at_ms,
                  not_before_ms=self.not_before_ms, finished_at_ms=self.finished_at_ms,
-                 deadline_flagged=self.deadline_flagged)
+                 deadline_flagged=self.deadline_flagged, held_for_review=self.held_for_review,
+                 shadow_pool=self.shadow_pool, shadow_predicted_s=self.shadow_predicted_s)
         d["task"]["payload"] = self.task.payload.decode("latin-1")
         return d
 
@@ -157,6 +161,8 @@ class TaskRecord:
             assigned_at_ms=d.get("assigned_at_ms"), lease_expires_at_ms=d.get("lease_expires_at_ms"),
             not_before_ms=int(d.get("not_before_ms", 0)), updated_at_ms=int(d.get("updated_at_ms", 0)),
             finished_at_ms=d.get("finished_at_ms"), deadline_flagged=bool(d.get("deadline_flagged", False)),
+            held_for_review=bool(d.get("held_for_review", False)), shadow_pool=d.get("shadow_pool"),
+            shadow_predicted_s=d.get("shadow_predicted_s"),
         )
 
 

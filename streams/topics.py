@@ -32,7 +32,7 @@ class TopicSpec:
 _WEEK_MS: Final = 7 * 24 * 3600 * 1000
 
 TOPICS: Final = (
-    TopicSpec("tasks", "cell", "TaskSubmitted | TaskCancelled | CellTick", "work asked for", cell_keyed=True),
+    TopicSpec("tasks", "cell", "TaskSubmitted | TaskCancelled | TaskReview | CellTick", "work asked for", cell_keyed=True),
     TopicSpec("heartbeats", "cell", "WorkerHeartbeat", "workers alive, their slots and leases", cell_keyed=True),
     TopicSpec("completions", "cell", "TaskCompleted", "attempts that ended", cell_keyed=True),
     TopicSpec("assignments", "worker_id", "Assignment", "tasks handed to one worker"),

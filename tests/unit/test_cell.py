@@ -210,3 +210,30 @@ def test_a_requeued_task_is_listed_once():
     q.remove("a")
     q.push("a", 1.0)
     assert list(q.in_order()) == ["a", "b"] and len(q) == 2
+
+
+def test_review_mode_holds_matching_tasks_until_approved():
+    c = cell("mode: review\nreview: {tags: [sensitive]}")
+    c.heartbeat(heartbeat("w1", slots=4), T0)
+    fx = c.submit(task("t1", tags=("sensitive",)), T0)
+    assert not fx.assignments and fx.audits[0]["action"] == "review-hold"
+    assert c.submit(task("t2"), T0).assignments, "tasks without the tag are not held"
+    fx = c.review("t1", True, "ana", "looks fine", T0 + 5)
+    assert [a["action"] for a in fx.audits] == ["approve", "assign"] and fx.assignments[0]["task_id"] == "t1"
+    assert not c.review("t1", True, "ana", "", T0 + 6), "a second approval changes nothing"
+    c.submit(task("t3", tags=("sensitive",)), T0)
+    fx = c.review("t3", False, "bo", "no", T0 + 7)
+    assert states(fx) == [("t3", "rejected")] and "bo" in fx.audits[0]["reason"]
+
+
+def test_shadow_mode_records_the_shadow_choice_and_regret():
+    c = cell("mode: shadow\nstrategy: least_loaded\nshadow_strategy: adaptive\npools: {gpu_small: {}, cpu: {speed: 0.2}}")
+    c.heartbeat(heartbeat("c1", "cpu", gpu=0, slots=4), T0)
+    c.heartbeat(heartbeat("g1", "gpu_small", slots=2), T0)
+    fx = c.submit(task("t1"), T0)
+    (audit,) = fx.audits
+    assert audit["mode"] == "shadow" and audit["strategy"] == "least_loaded"
+    assert audit["worker_id"] == "c1" and audit["shadow_choice"] == "g1@gpu_small"
+    c.complete(completion("t1", "c1", 1, runtime=4.0), T0 + 4000)
+    st = c.estimator.stats["cpu"]
+    assert st.shadow_decisions == 1 and st.shadow_overrides == 1 and st.regret_s > 0

@@ -39,6 +39,7 @@ SAMPLES = {
     "DeadLetter": {"source_topic": "shunter.tasks", "partition": 0, "offset": 7, "key": b"c1", "original": b"\xff",
                    "reason": "bad", "task_id": None, "at_ms": T},
     "CellTick": {"cell": "c1", "at_ms": T},
+    "TaskReview": {"task_id": "t1", "cell": "c1", "approve": True, "reviewer": "ana", "note": "ok", "at_ms": T},
 }
 
 
