@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 import faust
+from faust.exceptions import SameNode
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
@@ -278,26 +279,44 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
     async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
         scheduler.forget_partitions({tp.partition for tp in revoked})
 
+    async def routed(view: View, request: Request, local: Any) -> Response:
+        """Serve a task request here if this process owns the task's cell (``?cell=``, default
+        "default"), else forward it to the process that does."""
+        cell = request.query.get("cell", "default")
+        try:
+            return await app.router.route_topic_req(topics.tasks, cell.encode(), view.web, request)
+        except SameNode:
+            return await local()
+        except Exception:  # noqa: BLE001 - no assignment metadata yet (single process, starting): serve here
+            return await local()
+
     @app.page("/tasks/{task_id}")
     class TaskView(View):
         async def get(self, request: Request, task_id: str) -> Response:
-            found = scheduler.find(task_id)
-            if found is None:
-                return self.json({"error": f"task {task_id} is not known to this scheduler"}, status=404)
-            cell, rec = found
-            body = rec.to_status()
-            body["explanation"] = rec.reason
-            body["queue_position"] = next((i for i, r in enumerate(cell.pending_in_order()) if r is rec), None)
-            return self.json(body)
+            async def local() -> Response:
+                found = scheduler.find(task_id)
+                if found is None:
+                    return self.json({"error": f"task {task_id} is not known to this scheduler"}, status=404)
+                cell, rec = found
+                body = rec.to_status()
+                body["explanation"] = rec.reason
+                body["queue_position"] = next((i for i, r in enumerate(cell.pending_in_order()) if r is rec), None)
+                return self.json(body)
+
+            return await routed(self, request, local)
 
         async def delete(self, request: Request, task_id: str) -> Response:
-            found = scheduler.find(task_id)
-            if found is None:
-                return self.json({"error": f"task {task_id} is not known to this scheduler"}, status=404)
-            cell, _ = found
-            await topics.tasks.send(key=cell.name.encode(), value=CODEC.encode("TaskCancelled", {
-                "task_id": task_id, "cell": cell.name, "reason": "cancelled over HTTP", "requested_at_ms": now_ms()}))
-            return self.json({"task_id": task_id, "cancel": "requested"}, status=202)
+            async def local() -> Response:
+                found = scheduler.find(task_id)
+                if found is None:
+                    return self.json({"error": f"task {task_id} is not known to this scheduler"}, status=404)
+                cell, _ = found
+                await topics.tasks.send(key=cell.name.encode(), value=CODEC.encode("TaskCancelled", {
+                    "task_id": task_id, "cell": cell.name, "reason": "cancelled over HTTP",
+                    "requested_at_ms": now_ms()}))
+                return self.json({"task_id": task_id, "cancel": "requested"}, status=202)
+
+            return await routed(self, request, local)
 
     @app.page("/pools")
     class PoolsView(View):

@@ -95,10 +95,11 @@ class ShunterClient:
         with urllib.request.urlopen(f"{self.scheduler_url}{path}", timeout=5) as resp:
             return json.load(resp)
 
-    def query(self, task_id: str) -> dict[str, Any] | None:
-        """The task's status from the scheduler's HTTP API, or None if it does not know the task."""
+    def query(self, task_id: str, cell: str = "default") -> dict[str, Any] | None:
+        """The task's status from the scheduler's HTTP API (routed to the process that owns the
+        cell), or None if it does not know the task."""
         try:
-            with urllib.request.urlopen(f"{self.scheduler_url}/tasks/{task_id}", timeout=5) as resp:
+            with urllib.request.urlopen(f"{self.scheduler_url}/tasks/{task_id}?cell={cell}", timeout=5) as resp:
                 body: dict[str, Any] = json.load(resp)
                 return body
         except urllib.error.HTTPError as exc:

@@ -43,6 +43,13 @@ class Effects:
     """(task id, reason) of inputs refused; the agent adds the original bytes."""
     tasks: set[str] = field(default_factory=set)
     workers: set[str] = field(default_factory=set)
+    wake_at_ms: float | None = None
+    """The earliest time a timer-driven decision is due (batch window, retry backoff): a driver
+    without a periodic tick (the simulator) calls ``tick`` then."""
+
+    def wake(self, at_ms: float) -> None:
+        if self.wake_at_ms is None or at_ms < self.wake_at_ms:
+            self.wake_at_ms = at_ms
 
     def __bool__(self) -> bool:
         return bool(self.assignments or self.statuses or self.audits or self.deadletters
@@ -102,6 +109,8 @@ class Cell:
         """Emit audit records with every candidate explained (the simulator turns this off)."""
         self._worker_order: list[Worker] | None = None
         self._worker_keys: list[tuple[object, ...]] = []
+        self._batches: dict[str, set[str]] = {}
+        """Per batch key, the pending tasks that carry it (batch strategy only)."""
         self._eligible: dict[str, frozenset[str]] = {}
         """Per queued task, the pools some worker could ever take it in (not rejected permanently)."""
         self._pool_names: list[str] = []
@@ -117,13 +126,14 @@ class Cell:
         self.framework = self.strategy.framework(policy)
         self._worker_order = None
         self._runtimes = {}
+        self._batches = {}
         self.shadow: Strategy | None = None
         if policy.mode == "shadow":
             self.shadow = strategy(policy.shadow_strategy or "adaptive")
             self.shadow_framework = self.shadow.framework(policy)
         pending = [r for r in self.tasks.values() if r.state == TaskState.PENDING and not r.held_for_review]
         for r in pending:
-            self.queue.remove(r.task.task_id)
+            self._dequeue(r.task.task_id)
             self._enqueue(r)
         fx = Effects()
         if now_ms is not None:
@@ -193,7 +203,7 @@ class Cell:
             return fx
         if rec.state == TaskState.ASSIGNED:
             self._release(rec)
-        self.queue.remove(task_id)
+        self._dequeue(task_id)
         self._finish(rec, TaskState.CANCELLED, reason, now_ms, fx, action="cancel")
         self._dispatch(now_ms, fx)
         return fx
@@ -277,10 +287,10 @@ class Cell:
                     self._requeue(rec, now_ms, fx)
         self._dispatch(now_ms, fx)
         limit_ms = int(self.policy.unplaceable_timeout_s * 1000)
-        for tid in list(self.queue.in_order()):
+        for tid in list(self._eligible):
             rec = self.tasks[tid]
             if rec.reason and rec.reason.startswith("unplaceable:") and now_ms - rec.task.submitted_at_ms > limit_ms:
-                self.queue.remove(tid)
+                self._dequeue(tid)
                 self._finish(rec, TaskState.REJECTED, rec.reason, now_ms, fx, action="reject")
         return fx
 
@@ -292,12 +302,20 @@ class Cell:
             return
         holds = self.strategy.holds_for_faster_pool
         reservations = self._slot_free_times(now_ms) if holds else {}
+        ready_batches: set[str] = set()
         for tid in list(self.queue.in_order(limit=DISPATCH_SCAN)):
             if not free:
                 return
             rec = self.tasks[tid]
             if rec.not_before_ms > now_ms:
+                fx.wake(rec.not_before_ms)
                 continue
+            key = rec.task.batch_key
+            if self.strategy.batches and key is not None and key not in ready_batches:
+                if not self._batch_ready(key, now_ms, fx):
+                    rec.reason = f"waiting: batch '{key}' has {len(self._batches[key])} of {self.policy.batch_max_size} tasks"
+                    continue
+                ready_batches.add(key)
             eligible = self._eligible.get(tid)
             if holds and eligible is not None:
                 waiting = self._hold(rec, eligible, free, reservations)
@@ -414,12 +432,12 @@ class Cell:
                   f"policy says {action.replace('_', ' ')}")
         self._audit(fx, "deadline-miss", rec, now_ms, reason=reason, decision=d)
         if action == "reject":
-            self.queue.remove(task.task_id)
+            self._dequeue(task.task_id)
             self._finish(rec, TaskState.REJECTED, reason, now_ms, fx, action="reject")
             return False
         if action == "downgrade":
             rec.task = replace(task, priority=Priority.LOW, deadline_ms=None)
-            self.queue.remove(task.task_id)
+            self._dequeue(task.task_id)
             self._enqueue(rec)
             fx.tasks.add(task.task_id)
             return False
@@ -429,7 +447,7 @@ class Cell:
         assert d.worker_id is not None and d.pool is not None
         w = self.workers[d.worker_id]
         shadow_choice = self._shadow_choice(rec, now_ms)
-        self.queue.remove(rec.task.task_id)
+        self._dequeue(rec.task.task_id)
         self._runtimes.pop(rec.task.task_id, None)
         self._eligible.pop(rec.task.task_id, None)
         rec.epoch += 1
@@ -472,7 +490,30 @@ class Cell:
         return f"{d.worker_id}@{d.pool}"
 
     # ---------------------------------------------------------------------------------- helpers
+    def _dequeue(self, task_id: str) -> None:
+        self.queue.remove(task_id)
+        rec = self.tasks.get(task_id)
+        key = rec.task.batch_key if rec is not None else None
+        if key is not None and key in self._batches:
+            self._batches[key].discard(task_id)
+            if not self._batches[key]:
+                del self._batches[key]
+
+    def _batch_ready(self, key: str, now_ms: float, fx: Effects) -> bool:
+        """A batch goes out when it is full or its oldest task has waited the max-wait window."""
+        members = self._batches.get(key, ())
+        if len(members) >= self.policy.batch_max_size:
+            return True
+        oldest = min(self.tasks[t].task.submitted_at_ms for t in members)
+        due = oldest + self.policy.batch_max_wait_s * 1000.0
+        if now_ms >= due:
+            return True
+        fx.wake(due)
+        return False
+
     def _enqueue(self, rec: TaskRecord) -> None:
+        if self.strategy.batches and rec.task.batch_key is not None:
+            self._batches.setdefault(rec.task.batch_key, set()).add(rec.task.task_id)
         self._runtimes.pop(rec.task.task_id, None)
         best = min(self._runtimes_of(rec).values(), default=1.0)
         self.queue.push(rec.task.task_id, self.strategy.queue_key(rec.task, self.policy, best))

@@ -124,11 +124,18 @@ def simulate(items: Sequence[WorkItem], strategy: str, seed: int,
             heapq.heappush(events, (t + true, 0, seq, "finish", a["task_id"], a["epoch"]))
             seq += 1
 
+    ticks_at: set[float] = set()
     while events:
         now, _, _, kind, tid, epoch = heapq.heappop(events)
-        r = runs[tid]
         t_ms = now * 1000.0
         t0 = time.perf_counter()
+        if kind == "tick":
+            ticks_at.discard(now)
+            fx = cell.tick(t_ms)  # type: ignore[arg-type]
+            decide_wall += time.perf_counter() - t0
+            start(fx.assignments, now)
+            continue
+        r = runs[tid]
         if kind == "arrive":
             fx = cell.submit(r.task, t_ms)  # type: ignore[arg-type]
         else:
@@ -141,6 +148,10 @@ def simulate(items: Sequence[WorkItem], strategy: str, seed: int,
                 progress(done, len(runs))
         decide_wall += time.perf_counter() - t0
         start(fx.assignments, now)
+        if fx.wake_at_ms is not None and fx.wake_at_ms / 1000.0 not in ticks_at:
+            ticks_at.add(fx.wake_at_ms / 1000.0)
+            heapq.heappush(events, (fx.wake_at_ms / 1000.0, 2, seq, "tick", "", 0))
+            seq += 1
     return SimulationResult(strategy, list(runs.values()), busy, now, decisions, decide_wall, cost)
 
 

@@ -66,6 +66,8 @@ class Strategy:
     hold_margin: float = 1.0
     """Hold only when the busy pool's finish is below ``hold_margin`` x the free slot's finish: a
     held task also delays the tasks queued behind it for that pool, so a small gain is not enough."""
+    batches: bool = False
+    """Holds tasks that carry a batch key until the batch is full or its max-wait window ends."""
     checks_feasibility: bool = False
     """Checks at placement whether the deadline can still be met; the policy says what then."""
     description: str = ""
@@ -94,7 +96,7 @@ STRATEGIES: Final[dict[str, Strategy]] = {s.name: s for s in (
              description="the pool with the fastest declared speed for the task"),
     Strategy("deadline", edf_key, {"slack": 2.0, "completion": 1.0, "load": 0.1}, checks_feasibility=True,
              description="earliest deadline first with a feasibility check"),
-    Strategy("batch", priority_key, {"affinity": 2.0, "load": 1.0},
+    Strategy("batch", priority_key, {"affinity": 2.0, "load": 1.0}, batches=True,
              description="groups tasks with the same batch key on the same worker"),
     Strategy("adaptive", adaptive_key, {"completion": 2.0, "slack": 1.0, "load": 0.1}, learns=True,
              holds_for_faster_pool=True, hold_margin=0.3,

@@ -41,6 +41,7 @@ def create_app(settings: Settings) -> tuple[faust.App, SchedulerTopics, Schedule
         topic_replication_factor=int(settings.extra.get("replication", 1)),
         web_port=settings.web_port,
         web_host=settings.web_host,
+        canonical_url=f"http://{'127.0.0.1' if settings.web_host in ('0.0.0.0', '') else settings.web_host}:{settings.web_port}",
         web_in_thread=False,
         producer_linger_ms=1,
         broker_commit_every=200,

@@ -237,3 +237,23 @@ def test_shadow_mode_records_the_shadow_choice_and_regret():
     c.complete(completion("t1", "c1", 1, runtime=4.0), T0 + 4000)
     st = c.estimator.stats["cpu"]
     assert st.shadow_decisions == 1 and st.shadow_overrides == 1 and st.regret_s > 0
+
+
+def test_batch_strategy_waits_for_a_full_batch_or_the_window():
+    c = cell("strategy: batch\nbatching: {max_size: 3, max_wait_s: 2}")
+    c.heartbeat(heartbeat("w1", slots=4), T0)
+    c.heartbeat(heartbeat("w2", slots=4), T0)
+    from dataclasses import replace
+
+    def batched(tid, at):
+        return replace(task(tid, at=at), batch_key="embed")
+
+    fx = c.submit(batched("a", T0), T0)
+    assert not fx.assignments and fx.wake_at_ms == T0 + 2000
+    assert not c.submit(batched("b", T0 + 10), T0 + 10).assignments
+    fx = c.submit(batched("c", T0 + 20), T0 + 20)
+    placed = {a["task_id"]: a["worker_id"] for a in fx.assignments}
+    assert set(placed) == {"a", "b", "c"} and len(set(placed.values())) == 1, "one full batch, one worker"
+    c.submit(batched("d", T0 + 100), T0 + 100)
+    assert not c.tick(T0 + 1000).assignments
+    assert [a["task_id"] for a in c.tick(T0 + 2100).assignments] == ["d"]
