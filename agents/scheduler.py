@@ -26,9 +26,9 @@ from shunter.agents import metrics
 from shunter.policies.cell import Cell, CellTiming, Effects
 from shunter.policies.document import PolicyDocument, default_policy, parse_policy
 from shunter.policies.errors import PolicyError
-from shunter.policies.learners import RuntimeEstimator
+from shunter.policies.learners import ArrivalForecast
 from shunter.policies.model import Task, TaskRecord, Worker
-from shunter.policies.river_adapter import runtime_learner
+from shunter.policies.river_adapter import arrival_forecaster, runtime_estimator
 from shunter.streams.app import SchedulerTables, SchedulerTopics
 from shunter.streams.codec import CODEC
 from shunter.streams.errors import CodecError
@@ -44,7 +44,8 @@ _ACCEPTS = {
     "heartbeats": {"WorkerHeartbeat"},
     "completions": {"TaskCompleted"},
 }
-MODEL_SNAPSHOT_EVERY = 50
+MODEL_SNAPSHOT_EVERY = 20
+"""Snapshot the cell's models after this many completions, and on a quiet tick when anything changed."""
 FINISHED_RETENTION_MS = 15 * 60 * 1000
 
 
@@ -80,7 +81,8 @@ class Scheduler:
     def cell(self, name: str, partition: int | None) -> Cell:
         cell = self.cells.get(name)
         if cell is None:
-            cell = Cell(name, self.policy(), RuntimeEstimator(runtime_learner), self.timing)
+            cell = Cell(name, self.policy(), runtime_estimator(), self.timing,
+                        forecast=ArrivalForecast(arrival_forecaster))
             blob = self.tables.cells.get(f"{name}#model")
             if blob:
                 cell.estimator.restore(base64.b64decode(blob))
@@ -136,7 +138,7 @@ class Scheduler:
             for tid in cell.evict_finished(now - FINISHED_RETENTION_MS):
                 self.tables.tasks.pop(tid, None)
         self._merge(fx, more)
-        self._apply(cell, fx, msg, event.key, event.value)
+        self._apply(cell, fx, msg, event.key, event.value, tick=kind == "CellTick")
 
     @staticmethod
     def _merge(into: Effects, more: Effects) -> None:
@@ -146,8 +148,10 @@ class Scheduler:
         into.deadletters += more.deadletters
         into.tasks |= more.tasks
         into.workers |= more.workers
+        into.scaling += more.scaling
+        into.drifted += more.drifted
 
-    def _apply(self, cell: Cell, fx: Effects, msg: Any, key: bytes | None, value: bytes) -> None:
+    def _apply(self, cell: Cell, fx: Effects, msg: Any, key: bytes | None, value: bytes, tick: bool) -> None:
         for tid in fx.tasks:
             rec = cell.tasks.get(tid)
             if rec is not None:
@@ -156,7 +160,8 @@ class Scheduler:
             self.tables.workers[wid] = cell.workers[wid].to_dict()
         if fx.audits:
             self.tables.cells[cell.name] = cell.meta()
-        if cell.estimator.version - self.snapshot_version.get(cell.name, 0) >= MODEL_SNAPSHOT_EVERY:
+        behind = cell.estimator.version - self.snapshot_version.get(cell.name, 0)
+        if behind >= MODEL_SNAPSHOT_EVERY or (behind and tick):
             self.tables.cells[f"{cell.name}#model"] = base64.b64encode(cell.estimator.snapshot()).decode()
             self.snapshot_version[cell.name] = cell.estimator.version
         self._observe(cell, fx)
@@ -168,6 +173,8 @@ class Scheduler:
             self.topics.task_status.send_soon(key=s["task_id"].encode(), value=CODEC.encode("TaskStatus", s))
         for r in fx.audits:
             self.topics.audit.send_soon(key=r["cell"].encode(), value=CODEC.encode("AuditRecord", r))
+        for r in fx.scaling:
+            self.topics.scaling.send_soon(key=r["cell"].encode(), value=CODEC.encode("ScaleRecommendation", r))
         for tid, reason in fx.deadletters:
             self._deadletter(msg, key, value, reason, tid)
 
@@ -184,6 +191,13 @@ class Scheduler:
         for r in fx.audits:
             metrics.AUDIT.labels(cell.name, r["action"]).inc()
         metrics.QUEUE_DEPTH.labels(cell.name).set(len(cell.queue))
+        for pool in fx.drifted:
+            metrics.DRIFT_EVENTS.labels(cell.name, pool).inc()
+        for r in fx.scaling:
+            metrics.SCALE_RECOMMENDED.labels(cell.name, r["pool"]).set(r["recommended_workers"])
+        if fx.scaling:
+            for pool in cell.recommended:
+                metrics.RESERVED.labels(cell.name, pool).set(int(pool in cell.reserved))
         if fx.workers:
             alive: dict[str, int] = {}
             free: dict[str, int] = {}

@@ -21,7 +21,7 @@ from typing import Any, Iterable
 
 from shunter.policies.audit import AuditChain
 from shunter.policies.document import PolicyDocument
-from shunter.policies.learners import RuntimeEstimator
+from shunter.policies.learners import ArrivalForecast, RuntimeEstimator
 from shunter.policies.model import Priority, Task, TaskRecord, TaskState, Worker
 from shunter.policies.placement import Decision, PlacementContext
 from shunter.policies.plugins.liveness import NO_FREE_SLOT
@@ -43,6 +43,10 @@ class Effects:
     """(task id, reason) of inputs refused; the agent adds the original bytes."""
     tasks: set[str] = field(default_factory=set)
     workers: set[str] = field(default_factory=set)
+    scaling: list[dict[str, Any]] = field(default_factory=list)
+    """ScaleRecommendation records: a pool's recommended size changed."""
+    drifted: list[str] = field(default_factory=list)
+    """Pools whose runtime model saw drift and was reset."""
     wake_at_ms: float | None = None
     """The earliest time a timer-driven decision is due (batch window, retry backoff): a driver
     without a periodic tick (the simulator) calls ``tick`` then."""
@@ -91,7 +95,8 @@ def validate_task(task: Task, now_ms: int) -> str | None:
 class Cell:
     def __init__(self, name: str, policy: PolicyDocument, estimator: RuntimeEstimator,
                  timing: CellTiming = CellTiming(), seed: int = 0,
-                 strategy_override: str | None = None, explain: bool = True) -> None:
+                 strategy_override: str | None = None, explain: bool = True,
+                 forecast: ArrivalForecast | None = None) -> None:
         self.name = name
         self.timing = timing
         self.estimator = estimator
@@ -106,6 +111,11 @@ class Cell:
         self.recent_batch_keys: dict[str, str] = {}
         self._strategy_override = strategy_override
         self.explain = explain
+        self.forecast = forecast
+        self.reserved: frozenset[str] = frozenset()
+        self.recommended: dict[str, int] = {}
+        self.ref_runtime_s: float | None = None
+        """Moving mean of completed runtimes, scaled to a speed-1 pool (for capacity planning)."""
         """Emit audit records with every candidate explained (the simulator turns this off)."""
         self._worker_order: list[Worker] | None = None
         self._worker_keys: list[tuple[object, ...]] = []
@@ -158,6 +168,9 @@ class Cell:
         if task.idempotency_key:
             self.by_idempotency_key[task.idempotency_key] = task.task_id
         fx.tasks.add(task.task_id)
+        if self.forecast is not None:
+            self._advance_forecast(now_ms, fx)
+            self.forecast.observe(int(task.priority), now_ms)
         never = self._statically_unplaceable(task)
         if never is not None:
             self._finish(rec, TaskState.REJECTED, never, now_ms, fx, action="reject")
@@ -252,10 +265,16 @@ class Cell:
         runtime = float(c["runtime_s"])
         rec.runtime_s = runtime
         self._charge(rec.task.tenant, pool, runtime, now_ms)
+        self.estimator.learn_outcome(rec.task, pool, c["status"] != "succeeded", self.policy)
         if c["status"] == "succeeded":
             if rec.shadow_pool is not None and rec.shadow_predicted_s is not None:
                 self.estimator.record_regret(pool, rec.shadow_pool, rec.shadow_predicted_s, runtime)
-            self.estimator.learn(rec.task, pool, runtime, self.policy)
+            if self.estimator.learn(rec.task, pool, runtime, self.policy):
+                fx.drifted.append(pool)
+                self._audit(fx, "model-drift", rec, now_ms, reason=f"runtime predictions on {pool} drifted "
+                            f"(ADWIN on |log error|); the runtime model was reset and relearns from here")
+            ref = runtime * self.policy.pool(pool).speed
+            self.ref_runtime_s = ref if self.ref_runtime_s is None else 0.98 * self.ref_runtime_s + 0.02 * ref
             self._finish(rec, TaskState.SUCCEEDED, None, now_ms, fx, action="complete")
         elif rec.attempts < min(rec.task.max_attempts, self.policy.max_attempts):
             backoff = min(self.policy.backoff_max_s, self.policy.backoff_base_s * 2 ** (rec.attempts - 1))
@@ -270,8 +289,10 @@ class Cell:
         return fx
 
     def tick(self, now_ms: int) -> Effects:
-        """Timers: worker liveness, lease expiry, unplaceable tasks; then dispatch."""
+        """Timers: worker liveness, lease expiry, unplaceable tasks, forecasts; then dispatch."""
         fx = Effects()
+        if self.forecast is not None:
+            self._advance_forecast(now_ms, fx)
         timeout_ms = int(self.timing.heartbeat_timeout_s * 1000)
         for w in self.workers.values():
             if w.alive and now_ms - w.last_seen_ms > timeout_ms:
@@ -293,6 +314,50 @@ class Cell:
                 self._dequeue(tid)
                 self._finish(rec, TaskState.REJECTED, rec.reason, now_ms, fx, action="reject")
         return fx
+
+    # ------------------------------------------------------------------------- capacity planning
+    SURGE_SHARE = 0.8
+    """A surge: forecast critical+high work would fill this share of the fastest pool."""
+    TARGET_UTILIZATION = 0.75
+
+    def _advance_forecast(self, now_ms: float, fx: Effects) -> None:
+        assert self.forecast is not None
+        before = self.forecast.window_start_ms
+        self.forecast.advance(now_ms)
+        if before is not None and self.forecast.window_start_ms != before:
+            self._plan_capacity(now_ms, fx)
+
+    def _plan_capacity(self, now_ms: float, fx: Effects) -> None:
+        """Reserve the fastest pool for a forecast surge of critical/high work, and recommend a
+        size for every pool so the forecast load runs at the target utilization."""
+        assert self.forecast is not None
+        if self.ref_runtime_s is None:
+            return
+        pools: dict[str, list[Worker]] = {}
+        for w in self.workers.values():
+            if w.alive:
+                pools.setdefault(w.pool, []).append(w)
+        if not pools:
+            return
+        capacity = {p: sum(w.slots for w in ws) * self.policy.pool(p).speed for p, ws in pools.items()}
+        rate = sum(self.forecast.rate(int(c)) for c in Priority)
+        urgent = self.forecast.rate(int(Priority.CRITICAL)) + self.forecast.rate(int(Priority.HIGH))
+        fastest = max(pools, key=lambda p: self.policy.pool(p).speed)
+        surge = urgent * self.ref_runtime_s >= self.SURGE_SHARE * capacity[fastest]
+        self.reserved = frozenset({fastest}) if surge and len(pools) > 1 else frozenset()
+        util = rate * self.ref_runtime_s / sum(capacity.values())
+        for p, ws in sorted(pools.items()):
+            want = max(1, math.ceil(len(ws) * util / self.TARGET_UTILIZATION))
+            if self.recommended.get(p) != want:
+                self.recommended[p] = want
+                fx.scaling.append({
+                    "cell": self.name, "pool": p, "current_workers": len(ws), "recommended_workers": want,
+                    "forecast_arrivals_per_s": round(rate, 4), "forecast_utilization": round(util, 4),
+                    "reason": (f"forecast {rate:.2f} tasks/s x {self.ref_runtime_s:.3g}s of work each = "
+                               f"{util:.0%} of the cell's capacity; target {self.TARGET_UTILIZATION:.0%}"
+                               + (f"; {fastest} reserved for a critical/high surge" if self.reserved else "")),
+                    "at_ms": int(now_ms),
+                })
 
     # --------------------------------------------------------------------------------- dispatch
     def _dispatch(self, now_ms: int, fx: Effects) -> None:
@@ -361,6 +426,7 @@ class Cell:
     def _context(self, rec: TaskRecord, now_ms: float) -> PlacementContext:
         return PlacementContext(
             now_ms=now_ms, policy=self.policy, runtimes=self._runtimes_of(rec), tenant_spend=self.tenant_spend,
+            reserved_pools=self.reserved,
             rng=self.rng, rr_position=self.rr_position, recent_batch_keys=self.recent_batch_keys,
         )
 

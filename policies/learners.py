@@ -17,6 +17,26 @@ from shunter.policies.document import PolicyDocument
 from shunter.policies.model import Task
 
 
+class DriftDetector(Protocol):
+    """Watches a stream of numbers; ``drift_detected`` is true right after a change is seen."""
+
+    drift_detected: bool
+
+    def update(self, x: float) -> object: ...
+
+
+class Classifier(Protocol):
+    def predict_proba_one(self, x: dict[str, float]) -> dict[object, float]: ...
+
+    def learn_one(self, x: dict[str, float], y: bool) -> None: ...
+
+
+class Forecaster(Protocol):
+    def learn_one(self, y: float) -> None: ...
+
+    def forecast(self, horizon: int) -> list[float]: ...
+
+
 class Learner(Protocol):
     """An online regressor on plain dicts. Inputs are never mutated; hyperparameters live in
     ``__init__`` so a learner pickles and clones."""
@@ -44,6 +64,8 @@ class PoolStats:
     scored: int = 0
     shadow_decisions: int = 0
     shadow_overrides: int = 0
+    drift_events: int = 0
+    failures: int = 0
     regret_s: float = 0.0
     """Sum over shadow decisions of (actual runtime here - predicted runtime on the shadow choice):
     positive means the model's choice would have finished sooner."""
@@ -72,7 +94,11 @@ class RuntimeEstimator:
 
     factory: Callable[[], Learner]
     warmup: int = 5
+    drift_factory: Callable[[], DriftDetector] | None = None
+    failure_factory: Callable[[], Classifier] | None = None
     model: Learner | None = None
+    failure_model: Classifier | None = None
+    detectors: dict[str, DriftDetector] = field(default_factory=dict)
     stats: dict[str, PoolStats] = field(default_factory=dict)
     samples: int = 0
     version: int = 0
@@ -96,24 +122,59 @@ class RuntimeEstimator:
             return task.runtime_hint_s / spec.speed
         return spec.default_runtime_s
 
-    def learn(self, task: Task, pool: str, runtime_s: float, policy: PolicyDocument) -> None:
-        """Teach one completion: predict first (to score the error), then learn."""
+    def learn(self, task: Task, pool: str, runtime_s: float, policy: PolicyDocument) -> bool:
+        """Teach one completion: predict first (to score the error and watch for drift), then
+        learn. Returns whether drift was detected (the model was then reset)."""
         if runtime_s <= 0:
-            return
+            return False
         x = self.features(task, pool, policy)
         if self.model is None:
             self.model = self.factory()
         st = self.stats.setdefault(pool, PoolStats())
         y = math.log(runtime_s)
+        drifted = False
         if self.samples >= self.warmup:
             err = abs(self.model.predict_one(x) - y)
             st.abs_log_error += err
             st.off_by_2x += err >= math.log(2.0)
             st.scored += 1
+            drifted = self._watch(pool, err)
+        if drifted:
+            # The world changed under the model: start over rather than average two worlds.
+            st.drift_events += 1
+            self.model = self.factory()
+            self.samples = 0
+            self.detectors.clear()
         self.model.learn_one(x, y)
         st.samples += 1
         self.samples += 1
         self.version += 1
+        return drifted
+
+    def _watch(self, pool: str, abs_log_error: float) -> bool:
+        if self.drift_factory is None:
+            return False
+        det = self.detectors.get(pool)
+        if det is None:
+            det = self.detectors[pool] = self.drift_factory()
+        det.update(abs_log_error)
+        return bool(det.drift_detected)
+
+    def failure_probability(self, task: Task, pool: str, policy: PolicyDocument) -> float | None:
+        """Learned chance that an attempt of ``task`` fails on ``pool`` (None before any data)."""
+        if self.failure_model is None:
+            return None
+        proba = self.failure_model.predict_proba_one(self.features(task, pool, policy))
+        return float(proba.get(True, 0.0))
+
+    def learn_outcome(self, task: Task, pool: str, failed: bool, policy: PolicyDocument) -> None:
+        if self.failure_factory is None:
+            return
+        if self.failure_model is None:
+            self.failure_model = self.failure_factory()
+        self.failure_model.learn_one(self.features(task, pool, policy), failed)
+        if failed:
+            self.stats.setdefault(pool, PoolStats()).failures += 1
 
     def record_regret(self, pool: str, shadow_pool: str, shadow_predicted_s: float, actual_s: float) -> None:
         st = self.stats.setdefault(pool, PoolStats())
@@ -122,10 +183,53 @@ class RuntimeEstimator:
         st.regret_s += actual_s - shadow_predicted_s
 
     def snapshot(self) -> bytes:
-        return pickle.dumps({"model": self.model, "stats": self.stats, "samples": self.samples,
-                             "version": self.version})
+        return pickle.dumps({"model": self.model, "failure_model": self.failure_model, "detectors": self.detectors,
+                             "stats": self.stats, "samples": self.samples, "version": self.version})
 
     def restore(self, blob: bytes) -> None:
         state: dict[str, Any] = pickle.loads(blob)  # noqa: S301 - our own table, written by us
         self.model, self.stats = state["model"], state["stats"]
+        self.failure_model, self.detectors = state.get("failure_model"), state.get("detectors", {})
         self.samples, self.version = state["samples"], state["version"]
+
+
+class ArrivalForecast:
+    """Arrivals per priority class, counted in fixed windows and forecast one window ahead.
+
+    ``rate(cls)`` is the forecast arrivals per second of a class for the next window; it feeds
+    capacity reservation and scale recommendations. Windows are counted on the cell's clock.
+    """
+
+    def __init__(self, factory: Callable[[], Forecaster], window_s: float = 10.0) -> None:
+        self.factory, self.window_s = factory, window_s
+        self.models: dict[int, Forecaster] = {}
+        self.counts: dict[int, int] = {}
+        self.window_start_ms: float | None = None
+        self.forecasts: dict[int, float] = {}
+        self.windows: dict[int, int] = {}
+
+    def observe(self, priority: int, now_ms: float) -> None:
+        self.advance(now_ms)
+        self.counts[priority] = self.counts.get(priority, 0) + 1
+
+    def advance(self, now_ms: float) -> None:
+        if self.window_start_ms is None:
+            self.window_start_ms = now_ms
+            return
+        span = self.window_s * 1000.0
+        while now_ms - self.window_start_ms >= span:
+            for cls in set(self.counts) | set(self.models):
+                model = self.models.get(cls)
+                if model is None:
+                    model = self.models[cls] = self.factory()
+                count = float(self.counts.get(cls, 0))
+                model.learn_one(count)
+                self.windows[cls] = self.windows.get(cls, 0) + 1
+                # Forecasters need a couple of windows before they can extrapolate a trend.
+                ahead = model.forecast(horizon=1)[0] if self.windows[cls] >= 2 else count
+                self.forecasts[cls] = max(0.0, ahead)
+            self.counts = {}
+            self.window_start_ms += span
+
+    def rate(self, priority: int) -> float:
+        return self.forecasts.get(priority, 0.0) / self.window_s

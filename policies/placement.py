@@ -57,6 +57,8 @@ class PlacementContext:
     """Predicted wait before a slot frees in each pool (0 when one is free now)."""
     tenant_spend: Mapping[str, float] = field(default_factory=dict)
     open_breakers: frozenset[str] = frozenset()
+    reserved_pools: frozenset[str] = frozenset()
+    """Pools held for a forecast surge of critical/high work (capacity reservation)."""
     rng: random.Random = field(default_factory=lambda: random.Random(0))
     rr_position: int = 0
     recent_batch_keys: Mapping[str, str] = field(default_factory=dict)

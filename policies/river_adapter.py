@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from river import linear_model, optim, preprocessing
+from river import drift, linear_model, optim, preprocessing, time_series
 
-from shunter.policies.learners import Learner
+from shunter.policies.learners import Classifier, DriftDetector, Forecaster, Learner, RuntimeEstimator
 
 
 def runtime_learner() -> Learner:
@@ -13,3 +13,26 @@ def runtime_learner() -> Learner:
         optimizer=optim.SGD(0.02), intercept_lr=0.05, l2=0.0
     )
     return model
+
+
+def failure_learner() -> Classifier:
+    """Scaled inputs into an online logistic regression: the chance an attempt fails."""
+    model: Classifier = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    return model
+
+
+def drift_detector() -> DriftDetector:
+    """ADWIN over the absolute log error of runtime predictions."""
+    det: DriftDetector = drift.ADWIN(delta=0.002)
+    return det
+
+
+def arrival_forecaster() -> Forecaster:
+    """Holt's linear trend on arrivals per window."""
+    model: Forecaster = time_series.HoltWinters(alpha=0.5, beta=0.2)
+    return model
+
+
+def runtime_estimator() -> RuntimeEstimator:
+    """The estimator the scheduler and the simulator use: runtime, failures, drift."""
+    return RuntimeEstimator(runtime_learner, drift_factory=drift_detector, failure_factory=failure_learner)

@@ -74,7 +74,6 @@ class SimulationResult:
 
 def simulate(items: Sequence[WorkItem], strategy: str, seed: int,
              cluster: Sequence[PoolModel] = CLUSTER,
-             learner_factory: Callable[[], Any] | None = None,
              progress: Callable[[int, int], None] | None = None) -> SimulationResult:
     """Run ``items`` through a cell using ``strategy`` (or the oracle) in virtual time."""
     base = "adaptive" if strategy == ORACLE else strategy
@@ -85,13 +84,14 @@ def simulate(items: Sequence[WorkItem], strategy: str, seed: int,
     if strategy == ORACLE:
         estimator: RuntimeEstimator = OracleEstimator({tid: r.item.true_runtime_s for tid, r in runs.items()})
     else:
-        if learner_factory is None:
-            from shunter.policies.river_adapter import runtime_learner
+        from shunter.policies.river_adapter import runtime_estimator
 
-            learner_factory = runtime_learner
-        estimator = RuntimeEstimator(learner_factory)
+        estimator = runtime_estimator()
+    from shunter.policies.learners import ArrivalForecast
+    from shunter.policies.river_adapter import arrival_forecaster
+
     cell = Cell("sim", policy, estimator, CellTiming(lease_s=1e9, heartbeat_timeout_s=1e12), seed=seed,
-                explain=False)
+                explain=False, forecast=ArrivalForecast(arrival_forecaster))
     for p in cluster:
         for i in range(p.workers):
             cell.heartbeat({"worker_id": f"{p.name}-{i}", "pool": p.name, "cell": "sim", "slots": p.slots,

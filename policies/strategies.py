@@ -99,6 +99,7 @@ STRATEGIES: Final[dict[str, Strategy]] = {s.name: s for s in (
     Strategy("batch", priority_key, {"affinity": 2.0, "load": 1.0}, batches=True,
              description="groups tasks with the same batch key on the same worker"),
     Strategy("adaptive", adaptive_key, {"completion": 2.0, "slack": 1.0, "load": 0.1}, learns=True,
+             filters=(*DEFAULT_FILTERS, "reservation"),
              holds_for_faster_pool=True, hold_margin=0.3,
              description="learned runtimes x queue depth: fastest predicted finish, shortest first"),
 )}

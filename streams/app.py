@@ -20,6 +20,7 @@ class SchedulerTopics:
     assignments: Any
     task_status: Any
     audit: Any
+    scaling: Any
     deadletter: Any
 
 
@@ -65,6 +66,7 @@ def create_app(settings: Settings) -> tuple[faust.App, SchedulerTopics, Schedule
         assignments=raw(names.assignments),
         task_status=raw(names.task_status),
         audit=raw(names.audit),
+        scaling=raw(names.scaling),
         deadletter=raw(names.deadletter),
     )
     def table(name: str) -> Any:

@@ -39,6 +39,7 @@ TOPICS: Final = (
     TopicSpec("task-status", "task_id", "TaskStatus", "latest state of every task", compacted=True),
     TopicSpec("audit", "cell", "AuditRecord", "every decision, hash-chained", retention_ms=-1),
     TopicSpec("policies", "name", "PolicyDocument", "versioned policy documents", compacted=True),
+    TopicSpec("scaling", "cell", "ScaleRecommendation", "workers each pool should have for the forecast load"),
     TopicSpec("deadletter", "source topic", "DeadLetter", "input that was refused, with reason", retention_ms=4 * _WEEK_MS),
 )
 

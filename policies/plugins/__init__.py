@@ -18,6 +18,7 @@ from shunter.policies.plugins.governance import Governance
 from shunter.policies.plugins.latency_class import LatencyClass
 from shunter.policies.plugins.liveness import Liveness
 from shunter.policies.plugins.load import Load
+from shunter.policies.plugins.reservation import Reservation
 from shunter.policies.plugins.rotation import Rotation
 from shunter.policies.plugins.slack import Slack
 
@@ -27,6 +28,7 @@ FILTER_PLUGINS: Final[dict[str, Callable[[], FilterPlugin]]] = {
     "governance": Governance,
     "breaker": Breaker,
     "budget": Budget,
+    "reservation": Reservation,
 }
 
 SCORE_PLUGINS: Final[dict[str, Callable[[], ScorePlugin]]] = {

@@ -39,6 +39,8 @@ SAMPLES = {
     "DeadLetter": {"source_topic": "shunter.tasks", "partition": 0, "offset": 7, "key": b"c1", "original": b"\xff",
                    "reason": "bad", "task_id": None, "at_ms": T},
     "CellTick": {"cell": "c1", "at_ms": T},
+    "ScaleRecommendation": {"cell": "c1", "pool": "cpu", "current_workers": 8, "recommended_workers": 10,
+                            "forecast_arrivals_per_s": 3.5, "forecast_utilization": 0.95, "reason": "r", "at_ms": T},
     "TaskReview": {"task_id": "t1", "cell": "c1", "approve": True, "reviewer": "ana", "note": "ok", "at_ms": T},
 }
 
