@@ -257,3 +257,71 @@ def test_batch_strategy_waits_for_a_full_batch_or_the_window():
     c.submit(batched("d", T0 + 100), T0 + 100)
     assert not c.tick(T0 + 1000).assignments
     assert [a["task_id"] for a in c.tick(T0 + 2100).assignments] == ["d"]
+
+
+def test_drift_is_detected_on_an_injected_shift_and_the_model_resets():
+    from shunter.policies.river_adapter import runtime_estimator
+
+    c = cell()
+    c.estimator = runtime_estimator()
+    c.heartbeat(heartbeat("w1", slots=1), T0)
+    t = T0
+    drift_audits = []
+    for i in range(600):
+        runtime = 0.2 if i < 300 else 3.0          # the pool became 15x slower at task 300
+        t += 10
+        c.submit(task(f"t{i}", at=t, size=200.0), t)
+        t += int(runtime * 1000)
+        fx = c.complete(completion(f"t{i}", "w1", 1, runtime=runtime), t)
+        drift_audits += [a for a in fx.audits if a["action"] == "model-drift"]
+        if i == 299:
+            before = c.estimator.predict(task("probe", size=200.0), "gpu_small", c.policy)
+    assert 0.1 < before < 0.4, "learned the first regime"
+    assert c.estimator.stats["gpu_small"].drift_events >= 1 and drift_audits
+    assert drift_audits[0]["task_id"] in {f"t{i}" for i in range(300, 400)}, "detected soon after the shift"
+    after = c.estimator.predict(task("probe", size=200.0), "gpu_small", c.policy)
+    assert 1.5 < after < 6.0, "relearned the new regime"
+
+
+def test_model_snapshot_restores_identical_predictions():
+    from shunter.policies.river_adapter import runtime_estimator
+
+    est = runtime_estimator()
+    policy = cell().policy
+    for i in range(200):
+        t = task(f"t{i}", size=float(50 + i))
+        est.learn(t, "gpu_small", 0.001 * (50 + i), policy)
+        est.learn_outcome(t, "gpu_small", i % 10 == 0, policy)
+    probe = task("p", size=120.0)
+    restored = runtime_estimator()
+    restored.restore(est.snapshot())
+    assert restored.predict(probe, "gpu_small", policy) == est.predict(probe, "gpu_small", policy)
+    assert restored.failure_probability(probe, "gpu_small", policy) == est.failure_probability(probe, "gpu_small", policy)
+    assert restored.stats["gpu_small"].samples == 200 and restored.version == est.version
+
+
+def test_arrival_forecast_sees_a_surge_and_reserves_the_fastest_pool():
+    from shunter.policies.learners import ArrivalForecast
+    from shunter.policies.river_adapter import arrival_forecaster, runtime_estimator
+
+    c = cell("strategy: adaptive\npools: {gpu_large: {speed: 2.5}, gpu_small: {speed: 1.0}}")
+    c.estimator = runtime_estimator()
+    c.forecast = ArrivalForecast(arrival_forecaster, window_s=1.0)
+    c.heartbeat(heartbeat("big", "gpu_large", slots=2), T0)
+    c.heartbeat(heartbeat("small", "gpu_small", slots=8), T0)
+    c.ref_runtime_s = 1.0
+    scaling = []
+    t = T0
+    for second in range(12):
+        burst = 1 if second < 6 else 12           # critical arrivals per second jump from 1 to 12
+        for k in range(burst):
+            t = T0 + second * 1000 + k
+            fx = c.submit(task(f"c{second}-{k}", priority=Priority.CRITICAL, at=t), t)
+            scaling += fx.scaling
+            for a in fx.assignments:   # finish at once: slots stay free, the forecast alone decides
+                c.complete(completion(a["task_id"], a["worker_id"], a["epoch"], runtime=1.0), t)
+                c.ref_runtime_s = 1.0
+    assert c.reserved == frozenset({"gpu_large"})
+    fx = c.submit(task("low", priority=Priority.LOW, at=t + 1), t + 1)
+    assert all(a["pool"] != "gpu_large" for a in fx.assignments)
+    assert scaling and scaling[-1]["recommended_workers"] > scaling[-1]["current_workers"]
