@@ -361,12 +361,14 @@ class Cell:
 
     # --------------------------------------------------------------------------------- dispatch
     def _dispatch(self, now_ms: int, fx: Effects) -> None:
+        if not self.queue:
+            return
         workers = self._ordered_workers()
         free = self._free_workers_by_pool(workers)
         if not free:
             return
         holds = self.strategy.holds_for_faster_pool
-        reservations = self._slot_free_times(now_ms) if holds else {}
+        reservations: dict[str, list[float]] | None = None
         ready_batches: set[str] = set()
         for tid in list(self.queue.in_order(limit=DISPATCH_SCAN)):
             if not free:
@@ -382,7 +384,10 @@ class Cell:
                     continue
                 ready_batches.add(key)
             eligible = self._eligible.get(tid)
+            if holds and reservations is None:
+                reservations = self._slot_free_times(now_ms)
             if holds and eligible is not None:
+                assert reservations is not None
                 waiting = self._hold(rec, eligible, free, reservations)
                 if waiting is not None:
                     rec.reason = "waiting: " + waiting
@@ -392,6 +397,7 @@ class Cell:
             if eligible is None:
                 eligible = self._eligible[tid] = frozenset(c.pool for c in decision.candidates if not c.permanent)
                 if holds:
+                    assert reservations is not None
                     waiting = self._hold(rec, eligible, free, reservations)
                     if waiting is not None:
                         rec.reason = "waiting: " + waiting

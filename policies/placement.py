@@ -180,7 +180,10 @@ class Framework:
             if self.per_worker:
                 cand = self._evaluate(task, w, ctx)
             else:
-                key = (keys[i] if keys is not None else w.static_key(), len(w.running), w.alive, w.state)
+                static = keys[i] if keys is not None else w.static_key()
+                # Without explanations, every worker that cannot take work now looks the same
+                # as its static class's first such worker: one of them speaks for all.
+                key = (static, len(w.running), w.alive, w.state) if explain or w.accepts_work else (static, "busy")
                 proto = seen.get(key)
                 if proto is None:
                     cand = seen[key] = self._evaluate(task, w, ctx)

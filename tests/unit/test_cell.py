@@ -325,3 +325,16 @@ def test_arrival_forecast_sees_a_surge_and_reserves_the_fastest_pool():
     fx = c.submit(task("low", priority=Priority.LOW, at=t + 1), t + 1)
     assert all(a["pool"] != "gpu_large" for a in fx.assignments)
     assert scaling and scaling[-1]["recommended_workers"] > scaling[-1]["current_workers"]
+
+
+def test_deadline_strategy_handles_an_infeasible_deadline_as_the_policy_says():
+    for action, state in (("run_late", "assigned"), ("reject", "rejected"), ("downgrade", "pending")):
+        c = cell(f"strategy: deadline\nsla: {{on_infeasible: {action}}}\npools: {{gpu_small: {{default_runtime_s: 5}}}}")
+        c.heartbeat(heartbeat("w1", slots=2), T0)
+        fx = c.submit(task("t1", deadline_ms=T0 + 1000, priority=Priority.CRITICAL), T0)
+        actions = [a["action"] for a in fx.audits]
+        assert actions[0] == "deadline-miss" and action.replace("_", " ") in fx.audits[0]["reason"]
+        assert c.tasks["t1"].state == state, action
+        if action == "downgrade":
+            assert c.tasks["t1"].task.priority == Priority.LOW and c.tasks["t1"].task.deadline_ms is None
+            assert c.tick(T0 + 1).assignments, "requeued as low priority, then placed"
