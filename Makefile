@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-unit test-integration typecheck broker-start broker-stop clean prereqs
+.PHONY: install demo test test-unit test-integration typecheck broker-start broker-stop clean prereqs benchmarks
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"' 
@@ -16,16 +16,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test,plots]'
 	@touch $(STAMP)
 
-install: prereqs $(STAMP)
+install: $(STAMP)
 
-# Java 17+ and Maven run the local broker. On Debian/Ubuntu as root they are installed here.
+# Java 17+ and Maven run the local broker; the suite also runs PostgreSQL and Chromium for real.
+# On Debian/Ubuntu as root the missing ones are installed here.
 prereqs:
-	@bash .ci/prereqs.sh
+	@bash .ci/prereqs.sh test
 
 demo: install
+	@bash .ci/prereqs.sh demo
 	$(VENV)/bin/shunter demo
 
-test: install
+test: install prereqs
 	$(PY) -m pytest -q
 
 test-unit: install
@@ -45,3 +47,12 @@ broker-stop: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache
+
+# Regenerates the committed benchmark reports under docs/benchmarks/ (a few minutes).
+TRACE ?= ../shared/data/azure_llm_conv_2023.csv
+benchmarks: install
+	for u in 0.7 0.85 0.95; do \
+	  $(VENV)/bin/shunter simulate --workload azure-llm --trace $(TRACE) --utilization $$u --seed 1 --report docs/benchmarks; \
+	done
+	$(VENV)/bin/shunter simulate --workload seed-mix --tasks 5000 --utilization 0.9 --seed 7 --report docs/benchmarks
+	$(VENV)/bin/shunter simulate --workload seed-mix --tasks 20000 --utilization 0.9 --seed 3 --report docs/benchmarks

@@ -217,6 +217,33 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from shunter.connectors.audit_sink import open_store, run_sink_forever, topic_rows, verify_rows
+    from shunter.streams.settings import Settings
+
+    settings = Settings.from_env()
+    if args.action == "sink":
+        if not args.to:
+            print("shunter audit sink needs --to DIR or --to postgresql://...", file=sys.stderr)
+            return 2
+        return run_sink_forever(settings, args.to, args.once, lambda m: print(m, flush=True))
+    source = args.source
+    if source:
+        store = open_store(source)
+        verifier = verify_rows(store.rows())
+        store.close()
+    else:
+        verifier = verify_rows(topic_rows(settings))
+    where = source or "the audit topic"
+    if verifier.breaks:
+        b = verifier.breaks[0]
+        print(f"BROKEN: {where}: first break in cell {b.cell} at seq {b.seq}: {b.problem} "
+              f"({len(verifier.breaks)} break(s) in {verifier.checked} records checked)")
+        return 1
+    print(f"OK: {where}: {verifier.checked} records checked, every cell's hash chain holds")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from shunter.connectors.demo import DemoOptions, run_demo
 
@@ -352,6 +379,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     mo = add("models", cmd_models, "runtime model quality per pool: samples, error, drift, shadow regret")
     mo.add_argument("--json", action="store_true")
+
+    au = add("audit", cmd_audit, "copy the audit log to files or PostgreSQL, or verify its hash chains")
+    au.add_argument("action", choices=["sink", "verify"])
+    au.add_argument("--to", help="sink target: a folder (rotated JSONL) or postgresql://user@host/db")
+    au.add_argument("--from", dest="source", help="verify a sink (folder or postgresql://...) instead of the topic")
+    au.add_argument("--once", action="store_true", help="sink: stop when caught up instead of following")
 
     sim = add("simulate", cmd_simulate, "replay a workload through the policy code in virtual time (no Kafka)")
     sim.add_argument("--workload", choices=["azure-llm", "seed-mix"], default="seed-mix")
