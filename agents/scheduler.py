@@ -12,6 +12,7 @@ Nothing here decides anything: scheduling lives in ``shunter.policies``.
 from __future__ import annotations
 
 import base64
+from collections import deque
 import logging
 import os
 import time
@@ -22,7 +23,7 @@ from faust.exceptions import SameNode
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
-from shunter.agents import metrics
+from shunter.agents import console, metrics
 from shunter.policies.cell import Cell, CellTiming, Effects
 from shunter.policies.document import PolicyDocument, default_policy, parse_policy
 from shunter.policies.errors import PolicyError
@@ -44,6 +45,8 @@ _ACCEPTS = {
     "heartbeats": {"WorkerHeartbeat"},
     "completions": {"TaskCompleted"},
 }
+RECENT_AUDIT = 5000
+"""Audit records kept in memory for the web console (the audit topic and sink keep them all)."""
 MODEL_SNAPSHOT_EVERY = 20
 """Snapshot the cell's models after this many completions, and on a quiet tick when anything changed."""
 FINISHED_RETENTION_MS = 15 * 60 * 1000
@@ -66,6 +69,7 @@ class Scheduler:
         self.snapshot_version: dict[str, int] = {}
         self.timing = CellTiming(lease_s=settings.lease_s, heartbeat_timeout_s=settings.heartbeat_timeout_s)
         self._policy: PolicyDocument = default_policy()
+        self.recent_audit: deque[dict[str, Any]] = deque(maxlen=RECENT_AUDIT)
 
     # ---------------------------------------------------------------------------------- cells
     def policy(self) -> PolicyDocument:
@@ -171,6 +175,7 @@ class Scheduler:
                                               partition=worker_partition(a["worker_id"], parts))
         for s in fx.statuses:
             self.topics.task_status.send_soon(key=s["task_id"].encode(), value=CODEC.encode("TaskStatus", s))
+        self.recent_audit.extend(fx.audits)
         for r in fx.audits:
             self.topics.audit.send_soon(key=r["cell"].encode(), value=CODEC.encode("AuditRecord", r))
         for r in fx.scaling:
@@ -376,6 +381,41 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
     class Metrics(View):
         async def get(self, request: Request) -> Response:
             return self.bytes(generate_latest(metrics.REGISTRY), content_type="text/plain; version=0.0.4")
+
+    @app.page("/ui")
+    class ConsoleHome(View):
+        async def get(self, request: Request) -> Response:
+            return self.html(console.overview(scheduler))
+
+    @app.page("/ui/queue")
+    class ConsoleQueue(View):
+        async def get(self, request: Request) -> Response:
+            return self.html(console.queue(scheduler, request.query.get("cell")))
+
+    @app.page("/ui/tasks/{task_id}")
+    class ConsoleTask(View):
+        async def get(self, request: Request, task_id: str) -> Response:
+            status, html = console.task_page(scheduler, task_id)
+            return self.html(html, status=status)
+
+    @app.page("/ui/audit")
+    class ConsoleAudit(View):
+        async def get(self, request: Request) -> Response:
+            return self.html(console.audit_page(scheduler))
+
+    @app.page("/ui/models")
+    class ConsoleModels(View):
+        async def get(self, request: Request) -> Response:
+            return self.html(console.models_page(scheduler))
+
+    @app.page("/readyz")
+    class Ready(View):
+        async def get(self, request: Request) -> Response:
+            recovery = getattr(app.tables, "recovery", None)
+            recovered = recovery is None or recovery.completed.is_set()
+            ready = recovered and not app.rebalancing and scheduler.feed is not None
+            return self.json({"ready": ready, "recovered": recovered, "rebalancing": bool(app.rebalancing),
+                              "cells": sorted(scheduler.cells)}, status=200 if ready else 503)
 
     @app.page("/healthz")
     class Health(View):
