@@ -12,6 +12,28 @@ TERMINAL = Counter("shunter_tasks_terminal", "Tasks that reached a terminal stat
 AUDIT = Counter("shunter_audit_records", "Audit records emitted", ["cell", "action"], registry=REGISTRY)
 DEADLETTERS = Counter("shunter_deadletters", "Messages sent to the dead-letter topic", registry=REGISTRY)
 QUEUE_DEPTH = Gauge("shunter_queue_depth", "Pending tasks", ["cell"], registry=REGISTRY)
+QUEUE_DEPTH_BY_CLASS = Gauge("shunter_queue_depth_by_class", "Pending tasks per priority class", ["cell", "priority"],
+                             registry=REGISTRY)
+COMPLETION_LATENCY = Histogram("shunter_submit_to_completion_seconds", "Submission to terminal state, scheduler clock",
+                               ["priority"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+                               registry=REGISTRY)
+REASSIGNMENTS = Counter("shunter_reassignments", "Tasks placed again after a lost worker, lease or retry (churn)",
+                        ["cell"], registry=REGISTRY)
+DEADLINE_MISSES = Counter("shunter_deadline_misses", "Tasks that finished after their deadline", ["cell", "priority"],
+                          registry=REGISTRY)
+REJECTIONS = Counter("shunter_rejections", "Tasks rejected, by reason", ["cell", "reason"], registry=REGISTRY)
+STALE_COMPLETIONS = Counter("shunter_stale_completions", "Completions rejected for a stale epoch (fencing)", ["cell"],
+                            registry=REGISTRY)
+PREDICTION_MAE = Gauge("shunter_prediction_mae_log", "Mean |log error| of runtime predictions", ["cell", "pool"],
+                       registry=REGISTRY)
+PREDICTION_OFF_2X = Gauge("shunter_prediction_off_by_2x_share", "Share of runtime predictions off by 2x or more",
+                          ["cell", "pool"], registry=REGISTRY)
+SHADOW_OVERRIDES = Gauge("shunter_shadow_overrides", "Decisions where the shadow strategy chose another pool",
+                         ["cell", "pool"], registry=REGISTRY)
+SHADOW_REGRET = Gauge("shunter_shadow_regret_seconds", "Sum of (actual - shadow-predicted) runtime", ["cell", "pool"],
+                      registry=REGISTRY)
+BREAKER_OPEN = Gauge("shunter_circuit_breaker_open", "1 while a pool's circuit breaker is open", ["cell", "pool"],
+                     registry=REGISTRY)
 WORKERS_ALIVE = Gauge("shunter_workers_alive", "Live workers", ["cell", "pool"], registry=REGISTRY)
 FREE_SLOTS = Gauge("shunter_free_slots", "Free slots on live workers", ["cell", "pool"], registry=REGISTRY)
 HANDLE_SECONDS = Histogram("shunter_event_handle_seconds", "Time to handle one input event (decide + emit)",

@@ -28,7 +28,7 @@ from shunter.policies.cell import Cell, CellTiming, Effects
 from shunter.policies.document import PolicyDocument, default_policy, parse_policy
 from shunter.policies.errors import PolicyError
 from shunter.policies.learners import ArrivalForecast
-from shunter.policies.model import Task, TaskRecord, Worker
+from shunter.policies.model import Priority, Task, TaskRecord, TaskState, Worker
 from shunter.policies.river_adapter import arrival_forecaster, runtime_estimator
 from shunter.streams.app import SchedulerTables, SchedulerTopics
 from shunter.streams.codec import CODEC
@@ -168,7 +168,7 @@ class Scheduler:
         if behind >= MODEL_SNAPSHOT_EVERY or (behind and tick):
             self.tables.cells[f"{cell.name}#model"] = base64.b64encode(cell.estimator.snapshot()).decode()
             self.snapshot_version[cell.name] = cell.estimator.version
-        self._observe(cell, fx)
+        self._observe(cell, fx, tick)
         parts = self.settings.partitions
         for a in fx.assignments:
             self.topics.assignments.send_soon(key=a["worker_id"].encode(), value=CODEC.encode("Assignment", a),
@@ -184,18 +184,42 @@ class Scheduler:
             self._deadletter(msg, key, value, reason, tid)
 
     @staticmethod
-    def _observe(cell: Cell, fx: Effects) -> None:
+    def _observe(cell: Cell, fx: Effects, tick: bool) -> None:
         for a in fx.assignments:
             metrics.ASSIGNMENTS.labels(cell.name, a["pool"]).inc()
             metrics.ASSIGN_LATENCY.observe(max(0.0, (a["assigned_at_ms"] - a["submitted_at_ms"]) / 1000.0))
         for s in fx.statuses:
             if s["state"] == "pending" and s["attempts"] == 0:
                 metrics.SUBMITTED.labels(cell.name).inc()
-            elif s["state"] in ("succeeded", "failed", "cancelled", "rejected", "deadlettered"):
+            elif s["state"] in TaskState.TERMINAL:
                 metrics.TERMINAL.labels(cell.name, s["state"]).inc()
+                metrics.COMPLETION_LATENCY.labels(s["priority"]).observe(
+                    max(0.0, (s["updated_at_ms"] - s["submitted_at_ms"]) / 1000.0))
+                rec = cell.tasks.get(s["task_id"])
+                if rec is not None and rec.task.deadline_ms is not None and s["updated_at_ms"] > rec.task.deadline_ms:
+                    metrics.DEADLINE_MISSES.labels(cell.name, s["priority"]).inc()
+                if s["state"] == "rejected":
+                    metrics.REJECTIONS.labels(cell.name, (s["reason"] or "unknown").split(":")[0][:40]).inc()
         for r in fx.audits:
             metrics.AUDIT.labels(cell.name, r["action"]).inc()
+            if r["action"] == "reassign":
+                metrics.REASSIGNMENTS.labels(cell.name).inc()
+            elif r["action"] == "stale-completion":
+                metrics.STALE_COMPLETIONS.labels(cell.name).inc()
         metrics.QUEUE_DEPTH.labels(cell.name).set(len(cell.queue))
+        if tick:  # an O(queue) count: on the timer only, not on every event
+            by_class = {p.label: 0 for p in Priority}
+            for rec in cell.pending_in_order():
+                by_class[rec.task.priority.label] += 1
+            for label, n in by_class.items():
+                metrics.QUEUE_DEPTH_BY_CLASS.labels(cell.name, label).set(n)
+        if any(s["state"] == "succeeded" for s in fx.statuses):
+            for pool, st in cell.estimator.stats.items():
+                if st.mae_log is not None:
+                    metrics.PREDICTION_MAE.labels(cell.name, pool).set(st.mae_log)
+                    metrics.PREDICTION_OFF_2X.labels(cell.name, pool).set(st.off_by_2x_share or 0.0)
+                metrics.SHADOW_OVERRIDES.labels(cell.name, pool).set(st.shadow_overrides)
+                metrics.SHADOW_REGRET.labels(cell.name, pool).set(st.regret_s)
         for pool in fx.drifted:
             metrics.DRIFT_EVENTS.labels(cell.name, pool).inc()
         for r in fx.scaling:
@@ -381,6 +405,20 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
     class Metrics(View):
         async def get(self, request: Request) -> Response:
             return self.bytes(generate_latest(metrics.REGISTRY), content_type="text/plain; version=0.0.4")
+
+    @app.page("/queue")
+    class QueueView(View):
+        async def get(self, request: Request) -> Response:
+            now = now_ms()
+            return self.json([{"cell": cell.name, "task_id": r.task.task_id, "priority": r.task.priority.label,
+                               "waiting_s": (now - r.task.submitted_at_ms) / 1000.0, "reason": r.reason}
+                              for cell in scheduler.cells.values() for r in cell.pending_in_order(limit=100)])
+
+    @app.page("/audit/recent")
+    class RecentAudit(View):
+        async def get(self, request: Request) -> Response:
+            n = min(1000, int(request.query.get("n", "50")))
+            return self.json(list(scheduler.recent_audit)[-n:][::-1])
 
     @app.page("/ui")
     class ConsoleHome(View):

@@ -64,7 +64,11 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     create_topics(settings)
     app, topics, tables = create_app(settings)
     install(app, topics, tables, settings)
+    from shunter.streams.logs import handler, json_logs
+
     worker = faust.Worker(app, loglevel=args.loglevel, quiet=True)
+    if json_logs():
+        worker.loghandlers = [handler()]
     worker.execute_from_commandline()
     return 0
 
@@ -76,8 +80,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from shunter.connectors.worker import ShunterWorker, WorkerSpec, demo_runner
     from shunter.streams.settings import Settings
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from shunter.streams.logs import handler
+
+    logging.basicConfig(level=logging.WARNING, handlers=[handler()])
     settings = Settings.from_env()
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        from shunter.connectors.worker import WORKER_REGISTRY
+
+        start_http_server(args.metrics_port, addr="127.0.0.1", registry=WORKER_REGISTRY)
     shared = producer(settings)
     workers = []
     for i in range(args.count):
@@ -244,11 +256,62 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from shunter.connectors.demo import DemoOptions, run_demo
+def cmd_top(args: argparse.Namespace) -> int:
+    """A live terminal view of the scheduler: pools, queue head, latest decisions."""
+    import time as _time
 
+    from rich.console import Group
+    from rich.live import Live
+    from rich.table import Table
+
+    client = _client()
+
+    def render() -> Group:
+        try:
+            cells, queue, audit = client.get("/pools"), client.get("/queue"), client.get("/audit/recent?n=8")
+        except OSError as exc:
+            return Group(f"[red]scheduler at {client.scheduler_url} not reachable: {exc}[/red]")
+        parts: list[Any] = []
+        for name, c in cells.items():
+            t = Table(title=f"cell {name} · {c['strategy']} · policy v{c['policy_version']} · pending {c['pending']}")
+            for col in ("pool", "alive", "slots", "free", "running"):
+                t.add_column(col, justify="right")
+            for pool, p in sorted(c["pools"].items()):
+                t.add_row(pool, f"{p['alive']}/{p['workers']}", str(p["slots"]), str(p["free_slots"]), str(p["running"]))
+            parts.append(t)
+        q = Table(title="next in queue")
+        for col in ("#", "task", "class", "waiting s", "why"):
+            q.add_column(col)
+        for i, r in enumerate(queue[:10]):
+            q.add_row(str(i + 1), r["task_id"][:13], r["priority"], f"{r['waiting_s']:.1f}", (r["reason"] or "")[:70])
+        a = Table(title="latest decisions")
+        for col in ("seq", "action", "task", "worker", "reason"):
+            a.add_column(col)
+        for r in audit:
+            a.add_row(str(r["seq"]), r["action"], r["task_id"][:13], r["worker_id"] or "", r["reason"][:60])
+        return Group(*parts, q, a)
+
+    with Live(render(), refresh_per_second=2, screen=not args.once) as live:
+        if args.once:
+            return 0
+        try:
+            while True:
+                _time.sleep(args.interval)
+                live.update(render())
+        except KeyboardInterrupt:
+            return 0
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from shunter.connectors.demo import DemoOptions, run_demo, stop_kept
+
+    if args.stop:
+        stopped = stop_kept()
+        print("stopped " + ", ".join(stopped) if stopped else "no demo processes were left running")
+        return 0
     opts = DemoOptions(tasks=args.tasks, utilization=args.utilization, time_scale=args.time_scale,
-                       seed=args.seed, json=args.json, keep_broker=args.keep_broker)
+                       seed=args.seed, json=args.json, keep_broker=args.keep_broker, keep_running=args.keep_running)
     summary = run_demo(opts)
     if args.json:
         print(json.dumps(summary))
@@ -338,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--id-prefix", default="worker")
     w.add_argument("--time-scale", type=float, default=1.0, help="divide every runtime by this")
     w.add_argument("--drain-timeout", type=float, default=60.0)
+    w.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port (0: off)")
 
     su = add("submit", cmd_submit, "submit one task")
     su.add_argument("type")
@@ -377,6 +441,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex = add("explain", cmd_explain, "why a task is where it is: state, queue position, every decision")
     ex.add_argument("task_id")
 
+    tp = add("top", cmd_top, "live terminal view: pools, queue, latest decisions")
+    tp.add_argument("--interval", type=float, default=1.0)
+    tp.add_argument("--once", action="store_true", help="print one frame and exit")
+
     mo = add("models", cmd_models, "runtime model quality per pool: samples, error, drift, shadow regret")
     mo.add_argument("--json", action="store_true")
 
@@ -403,6 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=1)
     d.add_argument("--json", action="store_true")
     d.add_argument("--keep-broker", action="store_true", help="leave a broker the demo started running")
+    d.add_argument("--keep-running", action="store_true",
+                   help="leave the scheduler and workers running afterwards (console, /metrics); stop with --stop")
+    d.add_argument("--stop", action="store_true", help="stop what a --keep-running demo left running")
     return p
 
 

@@ -37,6 +37,7 @@ class DemoOptions:
     json: bool = False
     timeout_s: float = 300.0
     keep_broker: bool = False
+    keep_running: bool = False
 
 
 def _say(opts: DemoOptions, msg: str) -> None:
@@ -129,13 +130,48 @@ def run_demo(opts: DemoOptions, settings: Settings | None = None) -> dict[str, A
                 "--time-scale", str(opts.time_scale)], env)
         wait_for_workers(settings, total_workers, procs)
         summary = _replay(opts, settings, procs)
+        _snapshot_metrics(settings, run_dir)
+        summary["metrics_snapshot"] = str(run_dir / "metrics.txt")
+    except BaseException:
+        opts.keep_running = False
+        raise
     finally:
-        _say(opts, "stopping the scheduler and workers")
-        procs.stop_all()
-        if broker is not None and started_broker and not opts.keep_broker:
-            _say(opts, "stopping the broker this demo started")
-            broker.stop()
+        if opts.keep_running:
+            (run_dir / "pids.json").write_text(json.dumps({n: p.pid for n, p in procs.procs}))
+            _say(opts, f"left the scheduler (http://127.0.0.1:{settings.web_port}/ui) and workers running; "
+                       "stop them with `shunter demo --stop`")
+        else:
+            _say(opts, "stopping the scheduler and workers")
+            procs.stop_all()
+            if broker is not None and started_broker and not opts.keep_broker:
+                _say(opts, "stopping the broker this demo started")
+                broker.stop()
     return summary
+
+
+def _snapshot_metrics(settings: Settings, run_dir: Path) -> None:
+    """Keep the scheduler's /metrics as they were at the end of the run."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{settings.web_port}/metrics", timeout=5) as resp:
+            (run_dir / "metrics.txt").write_bytes(resp.read())
+    except OSError:
+        pass
+
+
+def stop_kept() -> list[str]:
+    """Stop the processes a ``--keep-running`` demo left behind (by their recorded PIDs)."""
+    pids_file = state_dir() / "demo" / "pids.json"
+    if not pids_file.exists():
+        return []
+    stopped = []
+    for name, pid in json.loads(pids_file.read_text()).items():
+        try:
+            os.kill(pid, signal.SIGTERM)
+            stopped.append(f"{name} ({pid})")
+        except ProcessLookupError:
+            pass
+    pids_file.unlink()
+    return stopped
 
 
 def _replay(opts: DemoOptions, settings: Settings, procs: Processes) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from shunter.connectors.client import producer as client_producer
 from shunter.streams.codec import CODEC
@@ -30,6 +31,14 @@ from shunter.streams.settings import Settings
 from shunter.streams.topics import TopicNames, worker_partition
 
 log = logging.getLogger("shunter.worker")
+
+WORKER_REGISTRY = CollectorRegistry()
+TASKS_RUN = Counter("shunter_worker_tasks", "Attempts run by this worker process", ["worker", "pool", "status"],
+                    registry=WORKER_REGISTRY)
+BUSY_SLOTS = Gauge("shunter_worker_busy_slots", "Slots running a task", ["worker", "pool"], registry=WORKER_REGISTRY)
+HEARTBEATS = Counter("shunter_worker_heartbeats", "Heartbeats sent", ["worker"], registry=WORKER_REGISTRY)
+RUNTIME = Histogram("shunter_worker_task_seconds", "Task runtime", ["pool"], registry=WORKER_REGISTRY,
+                    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300))
 
 Outcome = tuple[bool, str | None]
 """(succeeded, error message)."""
@@ -135,6 +144,8 @@ class ShunterWorker:
         s = self.spec
         with self._lock:
             in_flight = [{"task_id": t, "epoch": e} for t, e in self._in_flight.items()]
+        HEARTBEATS.labels(s.worker_id).inc()
+        BUSY_SLOTS.labels(s.worker_id, s.pool).set(len(in_flight))
         self._send(self.topics.heartbeats, s.cell, CODEC.encode("WorkerHeartbeat", {
             "worker_id": s.worker_id, "pool": s.pool, "cell": s.cell, "slots": s.slots,
             "free_slots": max(0, s.slots - len(in_flight)),
@@ -173,6 +184,8 @@ class ShunterWorker:
         except Exception as exc:  # noqa: BLE001 - a task's crash is its failure, not the worker's
             ok, error = False, f"{type(exc).__name__}: {exc}"
         runtime = time.monotonic() - started
+        TASKS_RUN.labels(self.spec.worker_id, self.spec.pool, "succeeded" if ok else "failed").inc()
+        RUNTIME.labels(self.spec.pool).observe(runtime)
         self._send(self.topics.completions, a["cell"], CODEC.encode("TaskCompleted", {
             "task_id": a["task_id"], "worker_id": self.spec.worker_id, "cell": a["cell"], "epoch": a["epoch"],
             "status": "succeeded" if ok else "failed", "runtime_s": runtime, "error": error,

@@ -60,6 +60,14 @@ def test_metrics_readiness_and_console(settings, scheduler, tmp_path):
         assert metric(text, "shunter_workers_alive") == 2
         assert metric(text, "shunter_submit_to_assignment_seconds_count") >= 10
 
+        env = {**__import__("os").environ, **settings.to_env(), "COLUMNS": "160"}
+        top = subprocess.run([__import__("sys").executable, "-m", "shunter.connectors.cli", "top", "--once"],
+                             env=env, capture_output=True, text=True, timeout=60)
+        assert top.returncode == 0 and "gpu_small" in top.stdout and "latest decisions" in top.stdout, top.stderr
+        verify = subprocess.run([__import__("sys").executable, "-m", "shunter.connectors.cli", "audit", "verify"],
+                                env=env, capture_output=True, text=True, timeout=60)
+        assert verify.returncode == 0 and verify.stdout.startswith("OK") and "records checked" in verify.stdout
+
         ARTIFACTS.mkdir(exist_ok=True)
         home = chromium(["--dump-dom", f"{base}/ui"], tmp_path)
         assert "gpu_small" in home and "cpu" in home and "ops-gpu-0" in home
