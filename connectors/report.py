@@ -77,8 +77,10 @@ def write_report(doc: dict[str, Any], results: dict[str, SimulationResult], out:
     plt.close(fig)
 
     lines = [f"# Scheduling quality: {doc['workload']} at utilization {doc['utilization']} (seed {doc['seed']})", "",
-             f"{doc['tasks']} tasks. Regenerate: `shunter simulate --workload {doc['workload']} "
-             f"--utilization {doc['utilization']} --seed {doc['seed']} --strategy all --report DIR`.", "",
+             f"{doc['tasks']} tasks. Regenerate all reports: `make benchmarks`; this one: `shunter simulate "
+             f"--workload {doc['workload']}" + (" --trace ../shared/data/azure_llm_conv_2023.csv" if doc['workload'] == "azure-llm"
+                                                else f" --tasks {doc['tasks']}")
+             + f" --utilization {doc['utilization']} --seed {doc['seed']} --strategy all --report docs/benchmarks`.", "",
              "| strategy | mean s | p50 s | p95 s | p99 s | slowdown | miss rate | crit p99 | low p99 | cost | off by 2x | decisions/s | mean/oracle |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
@@ -99,13 +101,13 @@ def write_report(doc: dict[str, Any], results: dict[str, SimulationResult], out:
     return path
 
 
-def error_curve(result: SimulationResult, window: int = 500) -> list[tuple[int, float, float]]:
+def error_curve(result: SimulationResult, window: int = 100) -> list[tuple[int, float, float]]:
     """(tasks placed, rolling mean |log error|, rolling share off by 2x), in placement order."""
     runs = sorted((r for r in result.runs if r.start_s is not None and r.predicted_s and r.pool),
                   key=lambda r: r.start_s or 0.0)
     errs = [abs(math.log(r.predicted_s / r.item.true_runtime_s[r.pool])) for r in runs]  # type: ignore[index, operator]
     out = []
-    for i in range(window, len(errs) + 1, max(1, window // 5)):
+    for i in range(window, len(errs) + 1, max(1, len(errs) // 400)):
         chunk = errs[i - window:i]
         out.append((i, sum(chunk) / window, sum(e >= math.log(2) for e in chunk) / window))
     return out
