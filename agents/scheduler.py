@@ -115,9 +115,15 @@ class Scheduler:
         msg = event.message
         topic_kind = msg.topic[len(self.settings.topic_prefix):]
         try:
+            if event.value is not None and len(event.value) > self.settings.max_message_bytes:
+                raise CodecError(f"message of {len(event.value)} bytes exceeds the limit of "
+                                 f"{self.settings.max_message_bytes} (SHUNTER_MAX_MESSAGE_BYTES)")
             kind, rec = CODEC.decode(event.value)
             if topic_kind in _ACCEPTS and kind not in _ACCEPTS[topic_kind]:
                 raise CodecError(f"a {kind} message does not belong on the {topic_kind} topic")
+            if self.settings.cells and rec.get("cell", "default") not in self.settings.cells:
+                raise CodecError(f"unknown cell {rec.get('cell')!r}; this deployment serves "
+                                 f"{', '.join(self.settings.cells)} (SHUNTER_CELLS)")
         except CodecError as exc:
             self._deadletter(msg, event.key, event.value, str(exc), None)
             return
@@ -154,6 +160,7 @@ class Scheduler:
         into.workers |= more.workers
         into.scaling += more.scaling
         into.drifted += more.drifted
+        into.breakers += more.breakers
 
     def _apply(self, cell: Cell, fx: Effects, msg: Any, key: bytes | None, value: bytes, tick: bool) -> None:
         for tid in fx.tasks:
@@ -220,6 +227,8 @@ class Scheduler:
                     metrics.PREDICTION_OFF_2X.labels(cell.name, pool).set(st.off_by_2x_share or 0.0)
                 metrics.SHADOW_OVERRIDES.labels(cell.name, pool).set(st.shadow_overrides)
                 metrics.SHADOW_REGRET.labels(cell.name, pool).set(st.regret_s)
+        for pool, state in fx.breakers:
+            metrics.BREAKER_OPEN.labels(cell.name, pool).set(int(state != "closed"))
         for pool in fx.drifted:
             metrics.DRIFT_EVENTS.labels(cell.name, pool).inc()
         for r in fx.scaling:

@@ -143,11 +143,17 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
 
 @dataclass(frozen=True)
 class LocalBroker:
-    """One single-node KRaft broker on loopback. ``port`` is the client port; controller is port+1."""
+    """One KRaft broker (also a controller) on loopback. ``port`` is the client port; the
+    controller listens on port+1. Alone it is a single-node cluster; ``LocalCluster`` runs three."""
 
     port: int = 9092
     heap: str = "512m"
     data_root: Path | None = None
+    node_id: int = 1
+    voters: str = ""
+    """controller.quorum.voters; empty: this node alone."""
+    replication: int = 1
+    cluster_id: str = ""
 
     @property
     def home(self) -> Path:
@@ -194,8 +200,8 @@ class LocalBroker:
         ctl = self.port + 1
         cfg.write_text("\n".join([
             "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.voters=1@localhost:{ctl}",
+            f"node.id={self.node_id}",
+            f"controller.quorum.voters={self.voters or f'{self.node_id}@localhost:{ctl}'}",
             f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{ctl}",
             f"advertised.listeners=PLAINTEXT://localhost:{self.port}",
             "controller.listener.names=CONTROLLER",
@@ -203,10 +209,12 @@ class LocalBroker:
             "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             f"log.dirs={self.home / 'data'}",
             "num.partitions=1",
-            "offsets.topic.replication.factor=1",
+            f"offsets.topic.replication.factor={self.replication}",
+            f"default.replication.factor={self.replication}",
+            f"min.insync.replicas={min(2, self.replication)}",
             "offsets.topic.num.partitions=4",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
+            f"transaction.state.log.replication.factor={self.replication}",
+            f"transaction.state.log.min.isr={min(2, self.replication)}",
             "group.initial.rebalance.delay.ms=0",
             "auto.create.topics.enable=false",
             "log.retention.hours=168",
@@ -225,8 +233,9 @@ class LocalBroker:
             "-cp", classpath, main, *args,
         ]
 
-    def start(self, timeout: float = 90.0) -> dict[str, object]:
-        """Start the broker unless it already runs; return its status. Idempotent."""
+    def start(self, timeout: float = 90.0, wait: bool = True) -> dict[str, object]:
+        """Start the broker unless it already runs; return its status. Idempotent. With
+        ``wait=False`` return once the process runs (a cluster waits for its quorum instead)."""
         if self.pid() is not None and port_open("127.0.0.1", self.port):
             return self.status()
         if port_open("127.0.0.1", self.port):
@@ -239,7 +248,7 @@ class LocalBroker:
         classpath = kafka_classpath()
         cfg = self._write_config()
         if not (self.home / "data" / "meta.properties").exists():
-            cluster_id = _kafka_cluster_id()
+            cluster_id = self.cluster_id or _kafka_cluster_id()
             proc = subprocess.run(
                 self._java(classpath, "kafka.tools.StorageTool", "format", "-t", cluster_id,
                            "-c", str(cfg), "--ignore-formatted"),
@@ -255,10 +264,17 @@ class LocalBroker:
                 start_new_session=True,
             )
         self.pidfile.write_text(str(proc_.pid))
+        if not wait:
+            return self.status()
+        return self.wait_ready(proc_, timeout)
+
+    def wait_ready(self, proc_: "subprocess.Popen[bytes] | None", timeout: float) -> dict[str, object]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if proc_.poll() is not None:
+            if proc_ is not None and proc_.poll() is not None:
                 raise BrokerError(f"Kafka exited with code {proc_.returncode} while starting:\n{self._tail()}")
+            if proc_ is None and self.pid() is None:
+                raise BrokerError(f"Kafka node {self.node_id} exited while starting:\n{self._tail()}")
             if port_open("127.0.0.1", self.port) and _metadata_ok(self.bootstrap) \
                     and _coordinator_ok(self.bootstrap):
                 return self.status()
@@ -335,3 +351,52 @@ def _coordinator_ok(bootstrap: str) -> bool:
         return False
     finally:
         consumer.close()
+
+
+@dataclass(frozen=True)
+class LocalCluster:
+    """Three (or more) KRaft nodes on loopback, each broker and controller, replication factor 3.
+
+    Node i (from 0) listens on ``port + 2i`` (clients) and ``port + 2i + 1`` (controller)."""
+
+    port: int = 9092
+    nodes: int = 3
+    heap: str = "384m"
+    data_root: Path | None = None
+
+    def members(self) -> list[LocalBroker]:
+        root = self.data_root or state_dir()
+        marker = root / f"cluster-{self.port}.id"
+        if not marker.exists():
+            root.mkdir(parents=True, exist_ok=True)
+            marker.write_text(_kafka_cluster_id())
+        cluster_id = marker.read_text().strip()
+        voters = ",".join(f"{i + 1}@localhost:{self.port + 2 * i + 1}" for i in range(self.nodes))
+        return [LocalBroker(port=self.port + 2 * i, heap=self.heap, data_root=self.data_root, node_id=i + 1,
+                            voters=voters, replication=min(3, self.nodes), cluster_id=cluster_id)
+                for i in range(self.nodes)]
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(b.bootstrap for b in self.members())
+
+    def start(self, timeout: float = 120.0) -> dict[str, object]:
+        members = self.members()
+        for b in members:
+            b.start(wait=False)
+        for b in members:
+            b.wait_ready(None, timeout)
+        return self.status()
+
+    def stop(self) -> bool:
+        return any([b.stop() for b in self.members()])
+
+    def status(self) -> dict[str, object]:
+        nodes = [b.status() for b in self.members()]
+        return {"bootstrap": self.bootstrap, "nodes": nodes, "running": all(n["running"] for n in nodes),
+                "version": KAFKA_VERSION}
+
+    def wipe(self) -> None:
+        for b in self.members():
+            b.wipe()
+        ((self.data_root or state_dir()) / f"cluster-{self.port}.id").unlink(missing_ok=True)

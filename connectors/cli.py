@@ -28,14 +28,16 @@ def cmd_broker(args: argparse.Namespace) -> int:
     if external and args.action in ("start", "stop", "wipe"):
         print(f"SHUNTER_BOOTSTRAP_SERVERS={external} is set: using that cluster, starting or stopping nothing")
         return 0
-    broker = LocalBroker(port=args.port)
+    from shunter.connectors.broker import LocalCluster
+
+    broker: Any = LocalCluster(port=args.port, nodes=args.nodes) if args.nodes > 1 else LocalBroker(port=args.port)
     if args.action == "start":
         _print(broker.start())
     elif args.action == "stop":
         print("stopped" if broker.stop() else "no broker was running")
     elif args.action == "wipe":
         broker.wipe()
-        print(f"stopped and deleted {broker.home}")
+        print("stopped and deleted the broker state")
     else:
         st = broker.status()
         _print(st)
@@ -229,6 +231,24 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deadletter(args: argparse.Namespace) -> int:
+    from shunter.streams.reader import read_records
+    from shunter.streams.settings import Settings
+    from shunter.streams.topics import TopicNames
+
+    settings = Settings.from_env()
+    letters = [r for kind, r in read_records(settings, TopicNames(settings).deadletter) if kind == "DeadLetter"]
+    if args.json:
+        print(json.dumps([{**r, "key": (r["key"] or b"").decode("latin-1"), "original": r["original"][:200].hex()}
+                          for r in letters[-args.limit:]]))
+        return 0
+    print(f"{len(letters)} dead letter(s); the latest {min(args.limit, len(letters))}:")
+    for r in letters[-args.limit:]:
+        print(f"- {r['source_topic']}[{r['partition']}]@{r['offset']}  task {r['task_id'] or '-'}: {r['reason']}"
+              f"  ({len(r['original'])} bytes: {r['original'][:24]!r})")
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from shunter.connectors.audit_sink import open_store, run_sink_forever, topic_rows, verify_rows
     from shunter.streams.settings import Settings
@@ -382,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = add("broker", cmd_broker, "run a local single-node Kafka (KRaft); no Docker needed")
     b.add_argument("action", choices=["start", "stop", "status", "wipe"])
     b.add_argument("--port", type=int, default=9092)
+    b.add_argument("--nodes", type=int, default=1, help="3 runs a three-broker KRaft cluster with replication 3 "
+                   "(then set SHUNTER_REPLICATION=3 and SHUNTER_BOOTSTRAP_SERVERS to its bootstrap)")
 
     t = add("topics", cmd_topics, "create Shunter's topics (idempotent)")
     t.add_argument("action", choices=["create"])
@@ -447,6 +469,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     mo = add("models", cmd_models, "runtime model quality per pool: samples, error, drift, shadow regret")
     mo.add_argument("--json", action="store_true")
+
+    dl = add("deadletter", cmd_deadletter, "list input the scheduler refused, with the reason and original bytes")
+    dl.add_argument("action", choices=["list"])
+    dl.add_argument("--limit", type=int, default=50)
+    dl.add_argument("--json", action="store_true")
 
     au = add("audit", cmd_audit, "copy the audit log to files or PostgreSQL, or verify its hash chains")
     au.add_argument("action", choices=["sink", "verify"])

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
 from shunter.policies.audit import AuditChain
+from shunter.policies.circuit import CLOSED, CircuitBreaker
 from shunter.policies.document import PolicyDocument
 from shunter.policies.learners import ArrivalForecast, RuntimeEstimator
 from shunter.policies.model import Priority, Task, TaskRecord, TaskState, Worker
@@ -46,6 +47,8 @@ class Effects:
     scaling: list[dict[str, Any]] = field(default_factory=list)
     """ScaleRecommendation records: a pool's recommended size changed."""
     drifted: list[str] = field(default_factory=list)
+    breakers: list[tuple[str, str]] = field(default_factory=list)
+    """(pool, new state) of circuit breakers that changed."""
     """Pools whose runtime model saw drift and was reset."""
     wake_at_ms: float | None = None
     """The earliest time a timer-driven decision is due (batch window, retry backoff): a driver
@@ -114,11 +117,13 @@ class Cell:
         self.forecast = forecast
         self.reserved: frozenset[str] = frozenset()
         self.recommended: dict[str, int] = {}
+        self.breakers: dict[str, CircuitBreaker] = {}
         self.ref_runtime_s: float | None = None
         """Moving mean of completed runtimes, scaled to a speed-1 pool (for capacity planning)."""
         """Emit audit records with every candidate explained (the simulator turns this off)."""
         self._worker_order: list[Worker] | None = None
         self._worker_keys: list[tuple[object, ...]] = []
+        self._pending_by_tenant: dict[str, int] = {}
         self._batches: dict[str, set[str]] = {}
         """Per batch key, the pending tasks that carry it (batch strategy only)."""
         self._eligible: dict[str, frozenset[str]] = {}
@@ -171,6 +176,10 @@ class Cell:
         if self.forecast is not None:
             self._advance_forecast(now_ms, fx)
             self.forecast.observe(int(task.priority), now_ms)
+        full = self._backpressure(task)
+        if full is not None:
+            self._finish(rec, TaskState.REJECTED, full, now_ms, fx, action="reject")
+            return fx
         never = self._statically_unplaceable(task)
         if never is not None:
             self._finish(rec, TaskState.REJECTED, never, now_ms, fx, action="reject")
@@ -203,6 +212,17 @@ class Cell:
             self._finish(rec, TaskState.REJECTED, f"rejected in review by {reviewer}" + (f": {note}" if note else ""),
                          now_ms, fx, action="reject")
         return fx
+
+    def _backpressure(self, task: Task) -> str | None:
+        """A cell or tenant over its pending limit refuses new work, clearly, instead of queueing it."""
+        if len(self.queue) >= self.policy.max_pending:
+            return (f"backpressure: cell {self.name} has {len(self.queue)} pending tasks "
+                    f"(limit {self.policy.max_pending}); retry later")
+        limit = self.policy.tenant_max_pending.get(task.tenant)
+        mine = self._pending_by_tenant.get(task.tenant, 0)
+        if limit is not None and mine >= limit:
+            return f"backpressure: tenant {task.tenant} has {mine} pending tasks (limit {limit}); retry later"
+        return None
 
     def _needs_review(self, task: Task) -> bool:
         if self.policy.mode != "review":
@@ -261,11 +281,18 @@ class Cell:
                         reason=f"completion with epoch {epoch} from {wid}; current epoch {rec.epoch} on {rec.worker_id}")
             return fx
         pool = rec.pool or ""
-        self._release(rec)
+        self._release(rec, lost=False)
         runtime = float(c["runtime_s"])
         rec.runtime_s = runtime
         self._charge(rec.task.tenant, pool, runtime, now_ms)
-        self.estimator.learn_outcome(rec.task, pool, c["status"] != "succeeded", self.policy)
+        failed = c["status"] != "succeeded"
+        self.estimator.learn_outcome(rec.task, pool, failed, self.policy)
+        change = self._breaker(pool).record(tid, failed, now_ms)
+        if change is not None:
+            fx.breakers.append((pool, change))
+            self._audit(fx, f"breaker-{change}", rec, now_ms,
+                        reason=f"circuit breaker of pool {pool} is now {change}"
+                               + (" after too many failures" if change == "open" else ""))
         if c["status"] == "succeeded":
             if rec.shadow_pool is not None and rec.shadow_predicted_s is not None:
                 self.estimator.record_regret(pool, rec.shadow_pool, rec.shadow_predicted_s, runtime)
@@ -432,9 +459,19 @@ class Cell:
     def _context(self, rec: TaskRecord, now_ms: float) -> PlacementContext:
         return PlacementContext(
             now_ms=now_ms, policy=self.policy, runtimes=self._runtimes_of(rec), tenant_spend=self.tenant_spend,
-            reserved_pools=self.reserved,
+            reserved_pools=self.reserved, open_breakers=self._open_breakers(now_ms),
             rng=self.rng, rr_position=self.rr_position, recent_batch_keys=self.recent_batch_keys,
         )
+
+    def _open_breakers(self, now_ms: float) -> frozenset[str]:
+        return frozenset(p for p, b in self.breakers.items() if b.state != CLOSED and not b.admits(now_ms))
+
+    def _breaker(self, pool: str) -> CircuitBreaker:
+        b = self.breakers.get(pool)
+        if b is None:
+            p = self.policy
+            b = self.breakers[pool] = CircuitBreaker(p.breaker_failure_rate, p.breaker_window, p.breaker_cooldown_s)
+        return b
 
     def _runtimes_of(self, rec: TaskRecord) -> dict[str, float]:
         """Predicted runtime on every pool, computed once when the task is queued."""
@@ -531,6 +568,8 @@ class Cell:
         rec.reason = None
         rec.updated_at_ms = now_ms
         w.running[rec.task.task_id] = rec.epoch
+        if w.pool in self.breakers:
+            self.breakers[w.pool].placed(rec.task.task_id)
         self.rr_position = (self.rr_position + 7919) % (1 << 16)
         if rec.task.batch_key:
             self.recent_batch_keys[w.worker_id] = rec.task.batch_key
@@ -563,8 +602,10 @@ class Cell:
 
     # ---------------------------------------------------------------------------------- helpers
     def _dequeue(self, task_id: str) -> None:
-        self.queue.remove(task_id)
         rec = self.tasks.get(task_id)
+        if task_id in self.queue and rec is not None:
+            self._pending_by_tenant[rec.task.tenant] -= 1
+        self.queue.remove(task_id)
         key = rec.task.batch_key if rec is not None else None
         if key is not None and key in self._batches:
             self._batches[key].discard(task_id)
@@ -584,6 +625,8 @@ class Cell:
         return False
 
     def _enqueue(self, rec: TaskRecord) -> None:
+        if rec.task.task_id not in self.queue:
+            self._pending_by_tenant[rec.task.tenant] = self._pending_by_tenant.get(rec.task.tenant, 0) + 1
         if self.strategy.batches and rec.task.batch_key is not None:
             self._batches.setdefault(rec.task.batch_key, set()).add(rec.task.task_id)
         self._runtimes.pop(rec.task.task_id, None)
@@ -606,7 +649,11 @@ class Cell:
             self._requeue(rec, now_ms, fx)
         fx.workers.add(w.worker_id)
 
-    def _release(self, rec: TaskRecord) -> None:
+    def _release(self, rec: TaskRecord, lost: bool = True) -> None:
+        """Free the task's slot. ``lost``: it will not report (requeued, cancelled)."""
+        b = self.breakers.get(rec.pool or "")
+        if lost and b is not None and b.probe_task == rec.task.task_id:
+            b.probe_task = None  # the probe never reported: let another task probe
         w = self.workers.get(rec.worker_id or "")
         if w is not None:
             w.running.pop(rec.task.task_id, None)

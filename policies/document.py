@@ -49,6 +49,8 @@ class PolicyDocument:
     pools: Mapping[str, PoolSpec] = field(default_factory=dict)
     deadline_s: Mapping[Priority, float | None] = field(default_factory=dict)
     tenant_budgets: Mapping[str, float] = field(default_factory=dict)
+    tenant_max_pending: Mapping[str, int] = field(default_factory=dict)
+    max_pending: int = 100_000
     governance: tuple[GovernanceRule, ...] = ()
     review_tags: tuple[str, ...] = ()
     aging_s: float = 60.0
@@ -158,10 +160,17 @@ def parse_policy(text: str, version: int = 0) -> PolicyDocument:
         d = sub.get("deadline_s")
         deadline_s[Priority.parse(cls_name)] = None if d is None else _positive(f"sla.{cls_name}.deadline_s", d)
 
-    budgets = {}
+    budgets, tenant_pending = {}, {}
     for tenant, v in (body.get("tenants") or {}).items():
         sub = v if isinstance(v, Mapping) else {"budget_per_hour": v}
-        budgets[str(tenant)] = _positive(f"tenants.{tenant}.budget_per_hour", sub.get("budget_per_hour"), allow_zero=True)
+        unknown_t = set(sub) - {"budget_per_hour", "max_pending"}
+        if unknown_t:
+            raise PolicyError(f"unknown key(s) in tenants.{tenant}: {', '.join(sorted(unknown_t))}; "
+                              "allowed: budget_per_hour, max_pending.")
+        if "budget_per_hour" in sub:
+            budgets[str(tenant)] = _positive(f"tenants.{tenant}.budget_per_hour", sub["budget_per_hour"], allow_zero=True)
+        if "max_pending" in sub:
+            tenant_pending[str(tenant)] = int(_positive(f"tenants.{tenant}.max_pending", sub["max_pending"]))
 
     rules = []
     for i, rule in enumerate(body.get("governance") or []):
@@ -170,13 +179,14 @@ def parse_policy(text: str, version: int = 0) -> PolicyDocument:
         rules.append(GovernanceRule(str(rule["tag"]), tuple(rule.get("pools") or ()), tuple(rule.get("regions") or ())))
 
     review = _section(body, "review", {"tags"})
-    queue = _section(body, "queue", {"aging_s", "unplaceable_timeout_s"})
+    queue = _section(body, "queue", {"aging_s", "unplaceable_timeout_s", "max_pending"})
     retry = _section(body, "retry", {"max_attempts", "backoff_base_s", "backoff_max_s"})
     batching = _section(body, "batching", {"max_size", "max_wait_s"})
     breaker = _section(body, "circuit_breaker", {"failure_rate", "window", "cooldown_s"})
     return PolicyDocument(
         name=str(body.get("name", "default")), version=version, strategy=strategy, mode=mode,
         shadow_strategy=shadow, weights=weights, pools=pools, deadline_s=deadline_s, tenant_budgets=budgets,
+        tenant_max_pending=tenant_pending, max_pending=int(_positive("queue.max_pending", queue.get("max_pending", 100_000))),
         on_infeasible=on_infeasible, governance=tuple(rules), review_tags=tuple(review.get("tags") or ()),
         aging_s=_positive("queue.aging_s", queue.get("aging_s", 60.0)),
         unplaceable_timeout_s=_positive("queue.unplaceable_timeout_s", queue.get("unplaceable_timeout_s", 120.0)),

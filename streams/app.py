@@ -39,7 +39,7 @@ def create_app(settings: Settings) -> tuple[faust.App, SchedulerTopics, Schedule
         broker=f"kafka://{settings.bootstrap}",
         store=settings.store,
         topic_partitions=settings.partitions,
-        topic_replication_factor=int(settings.extra.get("replication", 1)),
+        topic_replication_factor=settings.replication,
         web_port=settings.web_port,
         web_host=settings.web_host,
         canonical_url=f"http://{'127.0.0.1' if settings.web_host in ('0.0.0.0', '') else settings.web_host}:{settings.web_port}",

@@ -34,6 +34,10 @@ class Settings:
     heartbeat_timeout_s: float = 5.0
     tick_s: float = 0.5
     schema_registry_url: str = ""
+    cells: tuple[str, ...] = ()
+    """Cells this deployment serves; empty means any. Messages for other cells are dead-lettered."""
+    max_message_bytes: int = 1024 * 1024
+    replication: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -74,6 +78,9 @@ class Settings:
             heartbeat_timeout_s=float(_env("HEARTBEAT_TIMEOUT_S", "5")),
             tick_s=float(_env("TICK_S", "0.5")),
             schema_registry_url=_env("SCHEMA_REGISTRY_URL", ""),
+            cells=tuple(c for c in _env("CELLS", "").split(",") if c),
+            max_message_bytes=int(_env("MAX_MESSAGE_BYTES", str(1024 * 1024))),
+            replication=int(_env("REPLICATION", "1")),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -90,4 +97,7 @@ class Settings:
             "SHUNTER_HEARTBEAT_INTERVAL_S": str(self.heartbeat_interval_s),
             "SHUNTER_HEARTBEAT_TIMEOUT_S": str(self.heartbeat_timeout_s),
             "SHUNTER_TICK_S": str(self.tick_s),
+            "SHUNTER_CELLS": ",".join(self.cells),
+            "SHUNTER_MAX_MESSAGE_BYTES": str(self.max_message_bytes),
+            "SHUNTER_REPLICATION": str(self.replication),
         }

@@ -74,7 +74,11 @@ def create_topics(settings: Settings, timeout: float = 30.0) -> dict[str, str]:
         if name in existing:
             result[name] = "exists"
         else:
-            wanted.append(NewTopic(name, num_partitions=settings.partitions, replication_factor=-1, config=spec.config()))
+            cfg = spec.config()
+            if settings.replication > 1:
+                cfg["min.insync.replicas"] = str(min(2, settings.replication))
+            wanted.append(NewTopic(name, num_partitions=settings.partitions, replication_factor=settings.replication,
+                                   config=cfg))
     if wanted:
         for name, fut in admin.create_topics(wanted, operation_timeout=timeout).items():
             try:

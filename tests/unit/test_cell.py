@@ -338,3 +338,41 @@ def test_deadline_strategy_handles_an_infeasible_deadline_as_the_policy_says():
         if action == "downgrade":
             assert c.tasks["t1"].task.priority == Priority.LOW and c.tasks["t1"].task.deadline_ms is None
             assert c.tick(T0 + 1).assignments, "requeued as low priority, then placed"
+
+
+def test_circuit_breaker_opens_on_failures_and_closes_after_a_good_probe():
+    c = cell("pools: {gpu_small: {}, cpu: {speed: 0.2}}\ncircuit_breaker: {failure_rate: 0.5, window: 10, cooldown_s: 10}\n"
+             "retry: {max_attempts: 1}")
+    c.heartbeat(heartbeat("g1", "gpu_small", slots=8), T0)
+    for i in range(5):
+        c.submit(task(f"f{i}"), T0)
+        fx = c.complete(completion(f"f{i}", "g1", 1, ok=False), T0 + 1)
+    assert c.breakers["gpu_small"].state == "open"
+    assert [a["action"] for a in fx.audits] == ["breaker-open", "fail"]
+    c.heartbeat(heartbeat("c1", "cpu", gpu=0, slots=8), T0 + 2)
+    fx = c.submit(task("x", at=T0 + 2), T0 + 2)
+    assert fx.assignments[0]["pool"] == "cpu", "an open pool receives no new work"
+    c.heartbeat(heartbeat("g1", "gpu_small", slots=8), T0 + 20_000)
+    c.heartbeat(heartbeat("c1", "cpu", gpu=0, slots=8), T0 + 20_000)
+    c.submit(task("probe", at=T0 + 20_000), T0 + 20_000)
+    c.submit(task("other", at=T0 + 20_001), T0 + 20_001)
+    assert c.breakers["gpu_small"].state == "half-open"
+    assert {c.tasks["probe"].pool, c.tasks["other"].pool} == {"gpu_small", "cpu"}, "half-open admits one probe"
+    probe = "probe" if c.tasks["probe"].pool == "gpu_small" else "other"
+    c.complete(completion(probe, "g1", 1), T0 + 20_100)
+    assert c.breakers["gpu_small"].state == "closed"
+
+
+def test_backpressure_rejects_clearly_over_the_pending_limits():
+    c = cell("queue: {max_pending: 3}\ntenants: {small: {max_pending: 1}}")
+    for i in range(3):
+        c.submit(task(f"t{i}"), T0)
+    fx = c.submit(task("t3"), T0)
+    assert states(fx) == [("t3", "rejected")] and "backpressure: cell" in fx.statuses[0]["reason"]
+    d = cell("tenants: {small: {max_pending: 1}}")
+    d.submit(task("a", tenant="small"), T0)
+    fx = d.submit(task("b", tenant="small"), T0)
+    assert "backpressure: tenant small" in fx.statuses[0]["reason"]
+    assert d.submit(task("c", tenant="other"), T0).statuses[0]["state"] == "pending"
+    d.cancel("a", "x", T0)
+    assert d.submit(task("e", tenant="small"), T0).statuses[0]["state"] == "pending"
