@@ -28,25 +28,25 @@ def _consumer(settings: Settings) -> Consumer:
 
 
 def read_topic(settings: Settings, topic: str, timeout: float = 30.0) -> Iterator[Any]:
-    """Yield every message of ``topic`` (all partitions, each in offset order) up to its current end."""
+    """Yield every message of ``topic`` (all partitions, each in offset order) up to the end it
+    had when the call began. Messages produced meanwhile are not waited for: on a busy topic
+    the end keeps moving, and librdkafka's end-of-partition event may never come."""
     consumer = _consumer(settings)
     try:
         meta = consumer.list_topics(topic, timeout=timeout)
         parts = meta.topics[topic].partitions if topic in meta.topics else {}
-        if not parts:
-            return
-        todo = set()
+        ends: dict[int, int] = {}
         assign = []
         for p in parts:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
             if high > low:
-                todo.add(p)
+                ends[p] = high
                 assign.append(TopicPartition(topic, p, OFFSET_BEGINNING))
         if not assign:
             return
         consumer.assign(assign)
         idle = 0
-        while todo:
+        while ends:
             msg = consumer.poll(1.0)
             if msg is None:
                 idle += 1
@@ -56,10 +56,16 @@ def read_topic(settings: Settings, topic: str, timeout: float = 30.0) -> Iterato
             idle = 0
             if msg.error():
                 if msg.error().code() == KafkaError._PARTITION_EOF:
-                    todo.discard(msg.partition())
+                    ends.pop(msg.partition(), None)
                     continue
                 raise RuntimeError(f"reading {topic}: {msg.error()}")
-            yield msg
+            end = ends.get(msg.partition())
+            if end is None:
+                continue
+            if msg.offset() >= end - 1:
+                ends.pop(msg.partition(), None)
+            if msg.offset() < end:
+                yield msg
     finally:
         consumer.close()
 

@@ -7,7 +7,7 @@ import random
 from collections import Counter
 
 import pytest
-from conftest import wait_until
+from harness import wait_until
 
 from shunter.connectors.client import ShunterClient, StatusTracker
 from shunter.connectors.worker import ShunterWorker, WorkerSpec, demo_runner

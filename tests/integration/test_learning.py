@@ -9,7 +9,7 @@ import random
 import time
 
 import pytest
-from conftest import wait_until
+from harness import wait_until
 
 from shunter.connectors.client import ShunterClient, StatusTracker
 from shunter.connectors.worker import ShunterWorker, WorkerSpec, demo_runner

@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import wait_until
+from harness import wait_until
 
 from shunter.connectors.client import ShunterClient, StatusTracker
 from shunter.connectors.worker import ShunterWorker, WorkerSpec, demo_runner

@@ -6,7 +6,7 @@ import json
 import time
 
 import pytest
-from conftest import wait_until
+from harness import wait_until
 
 from shunter.connectors.client import ShunterClient, StatusTracker, producer
 from shunter.connectors.worker import ShunterWorker, WorkerSpec, demo_runner
