@@ -47,6 +47,8 @@ _ACCEPTS = {
 }
 RECENT_AUDIT = 5000
 """Audit records kept in memory for the web console (the audit topic and sink keep them all)."""
+Output = tuple[str, "bytes | None", bytes, "int | None"]
+"""(topic attribute on SchedulerTopics, key, value, partition) of one record to emit."""
 MODEL_SNAPSHOT_EVERY = 20
 """Snapshot the cell's models after this many completions, and on a quiet tick when anything changed."""
 FINISHED_RETENTION_MS = 15 * 60 * 1000
@@ -70,6 +72,11 @@ class Scheduler:
         self.timing = CellTiming(lease_s=settings.lease_s, heartbeat_timeout_s=settings.heartbeat_timeout_s)
         self._policy: PolicyDocument = default_policy()
         self.recent_audit: deque[dict[str, Any]] = deque(maxlen=RECENT_AUDIT)
+        self.staged: list[Output] = []
+        self.batch_no = 0
+        self._staged_slots: dict[str, int] = {}
+        self.flush_before_send = True
+        """Make state and outbox durable before outputs leave (off only in broker-less agent tests)."""
 
     # ---------------------------------------------------------------------------------- cells
     def policy(self) -> PolicyDocument:
@@ -88,13 +95,14 @@ class Scheduler:
             cell = Cell(name, self.policy(), runtime_estimator(), self.timing,
                         forecast=ArrivalForecast(arrival_forecaster))
             blob = self.tables.cells.get(f"{name}#model")
-            if blob:
-                cell.estimator.restore(base64.b64decode(blob))
+            if blob and not cell.estimator.restore(base64.b64decode(blob)):
+                log.warning("cell %s: the model snapshot is from an incompatible version; models start cold", name)
             tasks = [TaskRecord.from_dict(v) for v in self.tables.tasks.values() if v and v["cell"] == name]
             workers = [Worker.from_dict(v) for v in self.tables.workers.values() if v and v["cell"] == name]
             cell.restore(self.tables.cells.get(name), tasks, workers)
             self.cells[name] = cell
             self.snapshot_version[name] = cell.estimator.version
+            self._resend_outbox(name)
             log.warning("cell %s loaded: %d tasks, %d workers", name, len(tasks), len(workers))
         if partition is not None:
             self.cell_partition[name] = partition
@@ -125,7 +133,7 @@ class Scheduler:
                 raise CodecError(f"unknown cell {rec.get('cell')!r}; this deployment serves "
                                  f"{', '.join(self.settings.cells)} (SHUNTER_CELLS)")
         except CodecError as exc:
-            self._deadletter(msg, event.key, event.value, str(exc), None)
+            self.staged.append(self._deadletter_output(msg, event.key, event.value, str(exc), None))
             return
         now = now_ms()
         cell = self.cell(rec.get("cell") or "default", msg.partition)
@@ -177,18 +185,60 @@ class Scheduler:
             self.snapshot_version[cell.name] = cell.estimator.version
         self._observe(cell, fx, tick)
         parts = self.settings.partitions
+        out: list[Output] = []
         for a in fx.assignments:
-            self.topics.assignments.send_soon(key=a["worker_id"].encode(), value=CODEC.encode("Assignment", a),
-                                              partition=worker_partition(a["worker_id"], parts))
+            out.append(("assignments", a["worker_id"].encode(), CODEC.encode("Assignment", a),
+                        worker_partition(a["worker_id"], parts)))
         for s in fx.statuses:
-            self.topics.task_status.send_soon(key=s["task_id"].encode(), value=CODEC.encode("TaskStatus", s))
+            out.append(("task_status", s["task_id"].encode(), CODEC.encode("TaskStatus", s), None))
         self.recent_audit.extend(fx.audits)
         for r in fx.audits:
-            self.topics.audit.send_soon(key=r["cell"].encode(), value=CODEC.encode("AuditRecord", r))
+            out.append(("audit", r["cell"].encode(), CODEC.encode("AuditRecord", r), None))
         for r in fx.scaling:
-            self.topics.scaling.send_soon(key=r["cell"].encode(), value=CODEC.encode("ScaleRecommendation", r))
+            out.append(("scaling", r["cell"].encode(), CODEC.encode("ScaleRecommendation", r), None))
         for tid, reason in fx.deadletters:
-            self._deadletter(msg, key, value, reason, tid)
+            out.append(self._deadletter_output(msg, key, value, reason, tid))
+        self._stage(cell.name, out)
+
+    # --------------------------------------------------------------------------------- outbox
+    def _stage(self, cell: str, out: list[Output]) -> None:
+        """Record this event's outputs in the cell's outbox (a changelog-backed table entry)
+        before any of them is sent. The agent flushes the changelog, then sends the batch. If the
+        process dies in between, the new owner re-sends the last batch from the outbox: outputs
+        are at-least-once with natural dedupe keys (audit: cell+seq, assignment: task+epoch,
+        status: compacted), and state is never behind what was emitted."""
+        if not out:
+            return
+        slot = self._staged_slots.get(cell, 0)
+        self._staged_slots[cell] = slot + 1
+        self.tables.cells[f"{cell}#out{slot}"] = {
+            "batch": self.batch_no, "records": [[t, base64.b64encode(k or b"").decode(), base64.b64encode(v).decode(), p]
+                                                for t, k, v, p in out]}
+        self.staged.extend(out)
+
+    def begin_batch(self) -> None:
+        self.batch_no += 1
+        self._staged_slots.clear()
+
+    def send_staged(self) -> int:
+        n = len(self.staged)
+        for topic, key, value, partition in self.staged:
+            getattr(self.topics, topic).send_soon(key=key, value=value, partition=partition)
+        self.staged.clear()
+        return n
+
+    def _resend_outbox(self, cell: str) -> None:
+        """After a restart or rebalance: the last batch's outputs may not have left; send them again."""
+        entries = [(k, v) for k, v in self.tables.cells.items()
+                   if isinstance(k, str) and k.startswith(f"{cell}#out") and v]
+        if not entries:
+            return
+        last = max(v["batch"] for _, v in entries)
+        self.batch_no = max(self.batch_no, last)
+        for _, v in sorted((e for e in entries if e[1]["batch"] == last), key=lambda e: int(e[0].rsplit("#out", 1)[1])):
+            for topic, key, value, partition in v["records"]:
+                self.staged.append((topic, base64.b64decode(key) or None, base64.b64decode(value), partition))
+        log.warning("cell %s: re-sending %d output(s) of the last batch before the restart", cell, len(self.staged))
 
     @staticmethod
     def _observe(cell: Cell, fx: Effects, tick: bool) -> None:
@@ -246,18 +296,19 @@ class Scheduler:
                 metrics.WORKERS_ALIVE.labels(cell.name, pool).set(n)
                 metrics.FREE_SLOTS.labels(cell.name, pool).set(free[pool])
 
-    def _deadletter(self, msg: Any, key: bytes | None, value: bytes, reason: str, task_id: str | None) -> None:
+    def _deadletter_output(self, msg: Any, key: bytes | None, value: bytes, reason: str,
+                           task_id: str | None) -> Output:
         metrics.DEADLETTERS.inc()
         log.warning("dead-lettered a message from %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason)
-        self.topics.deadletter.send_soon(key=msg.topic.encode(), value=CODEC.encode("DeadLetter", {
+        return ("deadletter", msg.topic.encode(), CODEC.encode("DeadLetter", {
             "source_topic": msg.topic, "partition": msg.partition, "offset": msg.offset, "key": key,
             "original": value or b"", "reason": reason, "task_id": task_id, "at_ms": now_ms(),
-        }))
+        }), None)
 
     async def tick_all(self) -> None:
         owned = set(self.cells)
         for key in list(self.tables.cells.keys()):
-            if "#" not in key:
+            if isinstance(key, str) and "#" not in key:
                 owned.add(key)
         now = now_ms()
         for name in owned:
@@ -312,6 +363,7 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
     @app.agent(topics.inputs, name="scheduler")
     async def schedule(stream: Any) -> None:
         async for event in stream.events():
+            scheduler.begin_batch()
             try:
                 await scheduler.handle(event)
             except Exception:  # noqa: BLE001
@@ -322,6 +374,10 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
                               event.message.partition, event.message.offset)
                 logging.shutdown()
                 os._exit(70)
+            if scheduler.staged:
+                if scheduler.flush_before_send:
+                    await app.producer.flush()   # state + outbox are durable before any output leaves
+                scheduler.send_staged()
 
     @app.timer(interval=settings.tick_s)
     async def tick() -> None:

@@ -169,9 +169,11 @@ def open_store(target: str) -> AuditStore:
 
 @dataclass
 class ChainVerifier:
-    """Checks each cell's hash chain incrementally, from given heads (cell -> (seq, hash))."""
+    """Checks each cell's hash chain incrementally, from given heads. Same rules as
+    ``policies.audit.verify``: a verbatim repeat of a seen record is a redelivery, not a break."""
 
     heads: dict[str, tuple[int, str]] = field(default_factory=dict)
+    seen: dict[tuple[str, int], str] = field(default_factory=dict)
     checked: int = 0
     breaks: list[ChainBreak] = field(default_factory=list)
 
@@ -179,13 +181,20 @@ class ChainVerifier:
         self.checked += 1
         seq, prev = self.heads.get(r["cell"], (0, GENESIS))
         problem = None
-        if r["seq"] != seq + 1:
+        first = self.seen.get((r["cell"], r["seq"]))
+        if first is not None:
+            if first == r["hash"] and record_hash(r) == r["hash"]:
+                return None
+            problem = "a different record repeats an earlier sequence number"
+        elif r["seq"] != seq + 1:
             problem = f"expected seq {seq + 1}, found {r['seq']}"
         elif r["prev_hash"] != prev:
             problem = "prev_hash does not match the previous record"
         elif record_hash(r) != r["hash"]:
             problem = "hash does not match the record's content (the record was changed)"
-        self.heads[r["cell"]] = (r["seq"], r["hash"])
+        if first is None:
+            self.seen[(r["cell"], r["seq"])] = r["hash"]
+            self.heads[r["cell"]] = (r["seq"], r["hash"])
         if problem is None:
             return None
         brk = ChainBreak(r["cell"], r["seq"], problem)
@@ -195,7 +204,7 @@ class ChainVerifier:
     @classmethod
     def from_rows(cls, rows: Iterable[Row]) -> "ChainVerifier":
         v = cls()
-        for _, _, r in sorted(rows, key=lambda row: (row[2]["cell"], row[2]["seq"])):
+        for _, _, r in rows:
             v.check(r)
         return v
 

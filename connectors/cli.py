@@ -331,7 +331,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print("stopped " + ", ".join(stopped) if stopped else "no demo processes were left running")
         return 0
     opts = DemoOptions(tasks=args.tasks, utilization=args.utilization, time_scale=args.time_scale,
-                       seed=args.seed, json=args.json, keep_broker=args.keep_broker, keep_running=args.keep_running)
+                       seed=args.seed, json=args.json, keep_broker=args.keep_broker, keep_running=args.keep_running,
+                       chaos=args.chaos)
     summary = run_demo(opts)
     if args.json:
         print(json.dumps(summary))
@@ -501,6 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--keep-running", action="store_true",
                    help="leave the scheduler and workers running afterwards (console, /metrics); stop with --stop")
     d.add_argument("--stop", action="store_true", help="stop what a --keep-running demo left running")
+    d.add_argument("--chaos", action="store_true", help="kill the scheduler once, kill a worker once, pause a "
+                   "worker past its lease; report reassignments and rejected stale completions")
     return p
 
 

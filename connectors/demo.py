@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ class DemoOptions:
     timeout_s: float = 300.0
     keep_broker: bool = False
     keep_running: bool = False
+    chaos: bool = False
 
 
 def _say(opts: DemoOptions, msg: str) -> None:
@@ -50,13 +52,28 @@ class Processes:
     def __init__(self, logdir: Path) -> None:
         self.logdir = logdir
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.specs: dict[str, tuple[list[str], dict[str, str]]] = {}
 
     def spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        log = open(self.logdir / f"{name}.log", "wb")
+        log = open(self.logdir / f"{name}.log", "ab")
         proc = subprocess.Popen([sys.executable, "-m", "shunter.connectors.cli", *args], env={**os.environ, **env},
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.procs = [(n, p) for n, p in self.procs if n != name]
         self.procs.append((name, proc))
+        self.specs[name] = (args, env)
         return proc
+
+    def get(self, name: str) -> subprocess.Popen[bytes]:
+        return dict(self.procs)[name]
+
+    def kill_and_restart(self, name: str, pause_s: float = 1.0) -> None:
+        """SIGKILL a child for real, then start it again with the same arguments."""
+        proc = self.get(name)
+        proc.kill()
+        proc.wait()
+        time.sleep(pause_s)
+        args, env = self.specs[name]
+        self.spawn(name, args, env)
 
     def check(self) -> None:
         for name, p in self.procs:
@@ -107,6 +124,9 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 def run_demo(opts: DemoOptions, settings: Settings | None = None) -> dict[str, Any]:
     settings = settings or Settings.from_env()
+    if opts.chaos:
+        # Short leases so the faults resolve within the demo.
+        settings = settings.with_(lease_s=4.0, heartbeat_interval_s=0.5, heartbeat_timeout_s=2.0)
     broker = None
     started_broker = False
     if not settings.external_broker:
@@ -129,7 +149,7 @@ def run_demo(opts: DemoOptions, settings: Settings | None = None) -> dict[str, A
                 "--gpu", str(p.gpu), "--gpu-memory-gb", str(p.gpu_memory_gb), "--id-prefix", "demo",
                 "--time-scale", str(opts.time_scale)], env)
         wait_for_workers(settings, total_workers, procs)
-        summary = _replay(opts, settings, procs)
+        summary = _replay(opts, settings, procs, total_workers)
         _snapshot_metrics(settings, run_dir)
         summary["metrics_snapshot"] = str(run_dir / "metrics.txt")
     except BaseException:
@@ -174,13 +194,49 @@ def stop_kept() -> list[str]:
     return stopped
 
 
-def _replay(opts: DemoOptions, settings: Settings, procs: Processes) -> dict[str, Any]:
+class Chaos:
+    """The demo's faults: the scheduler SIGKILLed and restarted, a worker process SIGKILLed and
+    restarted, and a worker process SIGSTOPped past its lease, then resumed."""
+
+    def __init__(self, opts: DemoOptions, settings: Settings, procs: Processes, total_workers: int) -> None:
+        self.opts, self.settings, self.procs, self.total = opts, settings, procs, total_workers
+        self.done: set[str] = set()
+        self.events: list[str] = []
+
+    def at(self, share: float) -> None:
+        if not self.opts.chaos:
+            return
+        if share >= 0.25 and "scheduler" not in self.done:
+            self.done.add("scheduler")
+            self._note("SIGKILL the scheduler, restart it")
+            self.procs.kill_and_restart("scheduler")
+        if share >= 0.45 and "worker" not in self.done:
+            self.done.add("worker")
+            self._note("SIGKILL the gpu_small worker process, restart it")
+            self.procs.kill_and_restart("workers-gpu_small")
+        if share >= 0.65 and "pause" not in self.done:
+            self.done.add("pause")
+            pause = self.settings.heartbeat_timeout_s + self.settings.lease_s + 2.0
+            self._note(f"SIGSTOP the gpu_large worker process for {pause:.0f}s (past its lease), then SIGCONT")
+            proc = self.procs.get("workers-gpu_large")
+            proc.send_signal(signal.SIGSTOP)
+            timer = threading.Timer(pause, lambda: proc.send_signal(signal.SIGCONT))
+            timer.daemon = True
+            timer.start()
+
+    def _note(self, what: str) -> None:
+        self.events.append(what)
+        _say(self.opts, f"  chaos: {what}")
+
+
+def _replay(opts: DemoOptions, settings: Settings, procs: Processes, total_workers: int) -> dict[str, Any]:
     items = at_utilization(seed_mix(opts.tasks, opts.seed), opts.utilization)
     tracker = StatusTracker(settings).start()
     client = ShunterClient(settings)
     ids: list[str] = []
     t0 = time.monotonic()
     last = 0.0
+    chaos = Chaos(opts, settings, procs, total_workers)
     try:
         for item in items:
             wait = item.arrival_s / opts.time_scale - (time.monotonic() - t0)
@@ -194,6 +250,7 @@ def _replay(opts: DemoOptions, settings: Settings, procs: Processes) -> dict[str
             if time.monotonic() - last > 2:
                 last = time.monotonic()
                 _say(opts, f"  submitted {len(ids)}/{len(items)}, finished {tracker.terminal(ids)}")
+            chaos.at(len(ids) / len(items))
         client.flush()
         deadline_at = time.monotonic() + opts.timeout_s
         while tracker.terminal(ids) < len(ids) and time.monotonic() < deadline_at:
@@ -206,7 +263,10 @@ def _replay(opts: DemoOptions, settings: Settings, procs: Processes) -> dict[str
     finally:
         tracker.stop()
     wall = time.monotonic() - t0
-    return summarize(settings, ids, tracker.snapshot(), wall)
+    summary = summarize(settings, ids, tracker.snapshot(), wall)
+    if opts.chaos:
+        summary["chaos"] = chaos.events
+    return summary
 
 
 def summarize(settings: Settings, ids: list[str], statuses: dict[str, dict[str, Any]], wall_s: float) -> dict[str, Any]:
@@ -222,12 +282,26 @@ def summarize(settings: Settings, ids: list[str], statuses: dict[str, dict[str, 
         latencies.append((st["updated_at_ms"] - st["submitted_at_ms"]) / 1000.0)
         if st["pool"] and st["state"] == TaskState.SUCCEEDED:
             by_pool[st["pool"]] = by_pool.get(st["pool"], 0) + 1
-    audit = sum(1 for kind, r in read_records(settings, TopicNames(settings).audit) if r["task_id"] in mine)
+    names = TopicNames(settings)
+    unique: dict[tuple[str, int], dict[str, Any]] = {}
+    for kind, r in read_records(settings, names.audit):
+        if r["task_id"] in mine:
+            unique.setdefault((r["cell"], r["seq"]), r)  # outputs are at-least-once: count each record once
+    audits = list(unique.values())
+    accepted: dict[str, int] = {}
+    for r in audits:
+        if r["action"] in ("complete", "fail"):
+            accepted[r["task_id"]] = accepted.get(r["task_id"], 0) + 1
+    letters = [r for kind, r in read_records(settings, names.deadletter) if r.get("task_id") in mine]
     return {
         "submitted": len(ids),
         **counts,
         "lost": len(ids) - sum(counts.values()),
-        "audit_records": audit,
+        "audit_records": len(audits),
+        "reassigned": sum(1 for r in audits if r["action"] == "reassign"),
+        "stale_completions_rejected": sum(1 for r in audits if r["action"] == "stale-completion"),
+        "duplicate_completions_accepted": sum(1 for n in accepted.values() if n > 1),
+        "deadlettered": len(letters),
         "latency_s": {"p50": _percentile(latencies, 0.5), "p95": _percentile(latencies, 0.95),
                       "p99": _percentile(latencies, 0.99)},
         "by_pool": dict(sorted(by_pool.items())),

@@ -55,19 +55,31 @@ class ChainBreak:
 
 
 def verify(records: Iterable[dict[str, Any]]) -> tuple[int, list[ChainBreak]]:
-    """Check every cell's chain in ``records`` (in log order). Returns (records checked, breaks)."""
+    """Check every cell's chain in ``records`` (in log order). Returns (records checked, breaks).
+
+    Outputs are at-least-once, so a record may appear again after it was first seen (a new owner
+    re-sends its last batch). A repeat identical to the record first seen at that sequence number
+    is a redelivery, not a break; a different record at a seen sequence number is a break.
+    """
     heads: dict[str, tuple[int, str]] = {}
+    seen: dict[tuple[str, int], str] = {}
     checked = 0
     breaks: list[ChainBreak] = []
     for r in records:
         checked += 1
         cell = r["cell"]
         seq, prev = heads.get(cell, (0, GENESIS))
+        first = seen.get((cell, r["seq"]))
+        if first is not None:
+            if first != r["hash"] or record_hash(r) != r["hash"]:
+                breaks.append(ChainBreak(cell, r["seq"], "a different record repeats an earlier sequence number"))
+            continue
         if r["seq"] != seq + 1:
             breaks.append(ChainBreak(cell, r["seq"], f"expected seq {seq + 1}"))
         elif r["prev_hash"] != prev:
             breaks.append(ChainBreak(cell, r["seq"], "prev_hash does not match the previous record"))
         elif record_hash(r) != r["hash"]:
-            breaks.append(ChainBreak(cell, r["seq"], "hash does not match the record's content"))
+            breaks.append(ChainBreak(cell, r["seq"], "hash does not match the record's content (the record was changed)"))
+        seen[(cell, r["seq"])] = r["hash"]
         heads[cell] = (r["seq"], r["hash"])
     return checked, breaks

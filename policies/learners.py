@@ -17,6 +17,10 @@ from shunter.policies.document import PolicyDocument
 from shunter.policies.model import Task
 
 
+SNAPSHOT_FORMAT = 2
+"""Bump when the snapshot's content changes shape; older snapshots are then ignored."""
+
+
 class DriftDetector(Protocol):
     """Watches a stream of numbers; ``drift_detected`` is true right after a change is seen."""
 
@@ -183,14 +187,22 @@ class RuntimeEstimator:
         st.regret_s += actual_s - shadow_predicted_s
 
     def snapshot(self) -> bytes:
-        return pickle.dumps({"model": self.model, "failure_model": self.failure_model, "detectors": self.detectors,
+        return pickle.dumps({"format": SNAPSHOT_FORMAT, "model": self.model, "failure_model": self.failure_model, "detectors": self.detectors,
                              "stats": self.stats, "samples": self.samples, "version": self.version})
 
-    def restore(self, blob: bytes) -> None:
-        state: dict[str, Any] = pickle.loads(blob)  # noqa: S301 - our own table, written by us
+    def restore(self, blob: bytes) -> bool:
+        """Load a snapshot; False (and nothing changed) if it is from an incompatible version,
+        in which case the models start cold rather than the scheduler failing."""
+        try:
+            state: dict[str, Any] = pickle.loads(blob)  # noqa: S301 - our own table, written by us
+        except Exception:  # noqa: BLE001 - a snapshot from another version of the code
+            return False
+        if not isinstance(state, dict) or state.get("format") != SNAPSHOT_FORMAT:
+            return False
         self.model, self.stats = state["model"], state["stats"]
         self.failure_model, self.detectors = state.get("failure_model"), state.get("detectors", {})
         self.samples, self.version = state["samples"], state["version"]
+        return True
 
 
 class ArrivalForecast:

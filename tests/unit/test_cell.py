@@ -376,3 +376,24 @@ def test_backpressure_rejects_clearly_over_the_pending_limits():
     assert d.submit(task("c", tenant="other"), T0).statuses[0]["state"] == "pending"
     d.cancel("a", "x", T0)
     assert d.submit(task("e", tenant="small"), T0).statuses[0]["state"] == "pending"
+
+
+def test_an_incompatible_model_snapshot_means_a_cold_start_not_a_crash():
+    import pickle
+
+    from shunter.policies.river_adapter import runtime_estimator
+
+    est = runtime_estimator()
+    assert est.restore(pickle.dumps({"models": {}, "stats": {}, "version": 3})) is False
+    assert est.restore(b"not a pickle") is False
+    assert est.model is None and est.samples == 0
+
+
+def test_a_verbatim_redelivered_audit_record_is_not_a_break_but_an_edit_is():
+    c = cell()
+    c.heartbeat(heartbeat("w1", slots=1), T0)
+    recs = c.submit(task("t1"), T0).audits + c.complete(completion("t1", "w1", 1), T0 + 1).audits
+    checked, breaks = verify([recs[0], recs[1], recs[1]])
+    assert not breaks
+    _, breaks = verify([recs[0], {**recs[0], "reason": "x"}, recs[1]])
+    assert breaks
