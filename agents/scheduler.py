@@ -312,7 +312,7 @@ class Scheduler:
                 owned.add(key)
         now = now_ms()
         for name in owned:
-            await self.topics.tasks.send(key=name.encode(), value=CODEC.encode("CellTick", {"cell": name, "at_ms": now}))
+            self.topics.tasks.send_soon(key=name.encode(), value=CODEC.encode("CellTick", {"cell": name, "at_ms": now}))
 
     # ------------------------------------------------------------------------------------ reads
     def find(self, task_id: str) -> tuple[Cell, TaskRecord] | None:

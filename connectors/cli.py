@@ -323,6 +323,18 @@ def cmd_top(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from shunter.connectors import bench
+
+    if args.action == "noop-agent":
+        bench.noop_agent()
+        return 0
+    say = (lambda m: print(m, file=sys.stderr, flush=True)) if args.json else (lambda m: print(m, flush=True))
+    doc = bench.run_throughput(args.tasks, cells=args.cells, schedulers=args.schedulers, say=say)
+    print(json.dumps(doc) if args.json else json.dumps(doc, indent=2))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from shunter.connectors.demo import DemoOptions, run_demo, stop_kept
 
@@ -491,6 +503,13 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=1)
     sim.add_argument("--json", action="store_true")
     sim.add_argument("--report", metavar="DIR", help="also write a markdown report with PNG plots into DIR")
+
+    be = add("bench", cmd_bench, "throughput through Kafka against the no-op Faust ceiling (BENCHMARKS.md section 2)")
+    be.add_argument("action", choices=["throughput", "noop-agent"])
+    be.add_argument("--tasks", type=int, default=5000)
+    be.add_argument("--cells", type=int, default=1)
+    be.add_argument("--schedulers", type=int, default=1)
+    be.add_argument("--json", action="store_true")
 
     d = add("demo", cmd_demo, "run the whole system on the seed-mix workload and report")
     d.add_argument("--tasks", type=int, default=500)

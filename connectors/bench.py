@@ -1,0 +1,222 @@
+"""``shunter bench throughput``: tasks placed per second through the real broker, against the
+streaming ceiling measured in the same run (``shared/BENCHMARKS.md`` section 2).
+
+1. Pre-load N TaskSubmitted on a fresh tasks topic, spread over C cells; one synthetic worker per
+   cell heartbeats with N slots, so capacity is never the limit.
+2. Start P scheduler processes in one consumer group; throughput = N / (time from the first to
+   the last assignment written, by the assignments' Kafka timestamps), with the audit record of
+   every decision written as well.
+3. Latency: submit at half the measured rate for a few seconds; submit-to-assignment latency is
+   the assignment's Kafka timestamp minus the submission time.
+4. Ceiling: a no-op Faust agent reads the same N messages and writes one message each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from typing import Any, Callable
+
+import faust
+from confluent_kafka import Consumer, TopicPartition
+
+from shunter.connectors.broker import KAFKA_VERSION, LocalBroker, state_dir
+from shunter.connectors.client import ShunterClient, producer
+from shunter.streams.codec import CODEC
+from shunter.streams.settings import Settings
+from shunter.streams.topics import TopicNames, create_topics
+
+
+def _timestamps(settings: Settings, topic: str, want: int, timeout: float, key_filter: Callable[[Any], bool] | None = None,
+                start_offsets: dict[int, int] | None = None) -> list[tuple[int, Any]]:
+    """Consume ``topic`` until ``want`` messages (passing the filter) arrived; (timestamp ms, msg)."""
+    c = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": f"bench-{uuid.uuid4().hex[:6]}",
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    meta = c.list_topics(topic, timeout=10)
+    c.assign([TopicPartition(topic, p, (start_offsets or {}).get(p, 0)) for p in meta.topics[topic].partitions])
+    out: list[tuple[int, Any]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(out) < want and time.monotonic() < deadline:
+            for m in c.consume(1000, 0.5):
+                if m.error() or (key_filter is not None and not key_filter(m)):
+                    continue
+                out.append((m.timestamp()[1], m))
+    finally:
+        c.close()
+    return out
+
+
+def _ends(settings: Settings, topic: str) -> dict[int, int]:
+    c = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": "bench-ends"})
+    meta = c.list_topics(topic, timeout=10)
+    ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.topics[topic].partitions}
+    c.close()
+    return ends
+
+
+class Heartbeats(threading.Thread):
+    """One synthetic worker per cell with more slots than tasks: capacity is never the limit."""
+
+    def __init__(self, settings: Settings, cells: list[str], slots: int) -> None:
+        super().__init__(daemon=True)
+        self.settings, self.cells, self.slots = settings, cells, slots
+        self.stop_ = threading.Event()
+        self.p = producer(settings)
+
+    def beat(self) -> None:
+        topic = TopicNames(self.settings).heartbeats
+        for cell in self.cells:
+            self.p.produce(topic, key=cell.encode(), value=CODEC.encode("WorkerHeartbeat", {
+                "worker_id": f"bench-{cell}", "pool": "gpu_small", "cell": cell, "slots": self.slots,
+                "free_slots": self.slots, "resources": {"cpu": 1.0, "gpu": 1, "gpu_memory_gb": 24.0},
+                "region": "local", "labels": [], "in_flight": [], "state": "active",
+                "sent_at_ms": int(time.time() * 1000)}))
+        self.p.flush(10)
+
+    def run(self) -> None:
+        while not self.stop_.wait(self.settings.heartbeat_interval_s):
+            self.beat()
+
+
+def _spawn(args: list[str], env: dict[str, str], log: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "shunter.connectors.cli", *args], env={**os.environ, **env},
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    return round(s[min(len(s) - 1, int(q * (len(s) - 1) + 0.5))], 2)
+
+
+def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callable[[str], None] = print,
+                   latency_s: float = 5.0) -> dict[str, Any]:
+    base = Settings.from_env()
+    if not base.external_broker:
+        LocalBroker().start()
+    uid = uuid.uuid4().hex[:6]
+    settings = base.with_(topic_prefix=f"bench-{uid}.", app_id=f"shunter-bench-{uid}",
+                          partitions=max(4, cells), heartbeat_timeout_s=30.0)
+    create_topics(settings)
+    names = TopicNames(settings)
+    cell_names = [f"cell-{i}" for i in range(cells)]
+    logdir = state_dir() / "bench"
+    logdir.mkdir(parents=True, exist_ok=True)
+    hb = Heartbeats(settings, cell_names, slots=tasks * 4)
+    hb.beat()
+    hb.start()
+    client = ShunterClient(settings)
+    say(f"pre-loading {tasks} tasks on {names.tasks} over {cells} cell(s)")
+    for i in range(tasks):
+        client.submit("bench", cell=cell_names[i % cells], payload=b"")
+    client.flush()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        say(f"starting {schedulers} scheduler process(es)")
+        for k in range(schedulers):
+            env = {**settings.to_env(), "SHUNTER_WEB_PORT": str(settings.web_port + 100 + k)}
+            procs.append(_spawn(["scheduler"], env, str(logdir / f"scheduler-{k}.log")))
+        got = _timestamps(settings, names.assignments, tasks, timeout=600)
+        if len(got) < tasks:
+            raise RuntimeError(f"only {len(got)} of {tasks} assignments within 600 s; see {logdir}")
+        ts = sorted(t for t, _ in got)
+        span = max(1e-3, (ts[-1] - ts[0]) / 1000.0)
+        rate = tasks / span
+        say(f"placed {tasks} tasks in {span:.2f}s: {rate:.0f} tasks/s")
+
+        # Latency at half the measured maximum rate.
+        target = max(1.0, rate / 2)
+        n = max(20, int(target * latency_s))
+        say(f"latency probe: {n} tasks at {target:.0f}/s")
+        start = _ends(settings, names.assignments)
+        sent: dict[str, float] = {}
+        t0 = time.monotonic()
+        for i in range(n):
+            delay = t0 + i / target - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            at = time.time() * 1000
+            tid = client.submit("bench", cell=cell_names[i % cells], payload=b"", submitted_at_ms=int(at))
+            sent[tid] = at
+            client._producer.poll(0)
+        client.flush()
+        probe = _timestamps(settings, names.assignments, n, timeout=120, start_offsets=start,
+                            key_filter=lambda m: True)
+        lat = []
+        for t, m in probe:
+            rec = CODEC.decode_as("Assignment", m.value())
+            if rec["task_id"] in sent:
+                lat.append(t - sent[rec["task_id"]])
+    finally:
+        hb.stop_.set()
+        _stop(procs)
+
+    say("measuring the ceiling: a no-op Faust agent over the same messages")
+    ceiling = run_ceiling(settings, tasks, logdir)
+    return {
+        "tasks": tasks, "tasks_per_s": round(rate, 1), "ceiling_per_s": round(ceiling, 1),
+        "ratio_to_ceiling": round(rate / ceiling, 3) if ceiling else None,
+        "latency_ms": {"p50": _pct(lat, 0.5), "p95": _pct(lat, 0.95), "p99": _pct(lat, 0.99)},
+        "schedulers": schedulers, "cells": cells, "broker": f"Apache Kafka {KAFKA_VERSION}", "cpu_count": os.cpu_count(),
+    }
+
+
+def run_ceiling(settings: Settings, tasks: int, logdir: Any) -> float:
+    out_topic = f"{settings.topic_prefix}noop-out"
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap})
+    admin.create_topics([NewTopic(out_topic, settings.partitions, 1)])[out_topic].result()
+    env = {**settings.to_env(), "SHUNTER_BENCH_OUT": out_topic, "SHUNTER_WEB_PORT": str(settings.web_port + 200)}
+    proc = _spawn(["bench", "noop-agent"], env, str(logdir / "noop.log"))
+    try:
+        got = _timestamps(settings, out_topic, tasks, timeout=600)
+    finally:
+        _stop([proc])
+    if len(got) < tasks:
+        raise RuntimeError(f"the no-op agent wrote only {len(got)} of {tasks}; see {logdir}/noop.log")
+    ts = sorted(t for t, _ in got)
+    return tasks / max(1e-3, (ts[-1] - ts[0]) / 1000.0)
+
+
+def noop_agent() -> None:
+    """The ceiling: read the tasks topic, write one message per input. Nothing else."""
+    settings = Settings.from_env()
+    out_name = os.environ["SHUNTER_BENCH_OUT"]
+    app = faust.App(f"{settings.app_id}-noop", broker=f"kafka://{settings.bootstrap}", store="memory://",
+                    topic_partitions=settings.partitions, web_port=settings.web_port, web_host="127.0.0.1",
+                    consumer_auto_offset_reset="earliest", producer_linger_ms=1)
+    src = app.topic(TopicNames(settings).tasks, key_serializer="raw", value_serializer="raw", internal=False)
+    out = app.topic(out_name, key_serializer="raw", value_serializer="raw", internal=False)
+
+    @app.agent(src)
+    async def noop(stream: Any) -> None:
+        async for event in stream.events():
+            out.send_soon(key=event.key, value=event.value)
+
+    faust.Worker(app, loglevel="warn", quiet=True).execute_from_commandline()
+
+
+def main_json(doc: dict[str, Any]) -> str:
+    return json.dumps(doc)

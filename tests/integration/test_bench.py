@@ -1,0 +1,18 @@
+"""The throughput benchmark runs end to end and prints the JSON of BENCHMARKS.md section 2.
+(Its numbers are measured by the command, never asserted here.)"""
+
+import pytest
+
+from shunter.connectors.bench import run_throughput
+
+pytestmark = pytest.mark.integration
+
+
+def test_throughput_bench_runs_and_reports_its_contract(kafka, monkeypatch):
+    monkeypatch.setenv("SHUNTER_BOOTSTRAP_SERVERS", kafka)
+    doc = run_throughput(150, say=lambda m: None, latency_s=1.0)
+    assert set(doc) == {"tasks", "tasks_per_s", "ceiling_per_s", "ratio_to_ceiling", "latency_ms", "schedulers",
+                        "cells", "broker", "cpu_count"}
+    assert doc["tasks"] == 150 and doc["tasks_per_s"] > 0 and doc["ceiling_per_s"] > 0
+    assert set(doc["latency_ms"]) == {"p50", "p95", "p99"} and doc["latency_ms"]["p50"] is not None
+    assert doc["broker"].startswith("Apache Kafka 3.9")
