@@ -383,6 +383,18 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
     async def tick() -> None:
         await scheduler.tick_all()
 
+    @app.timer(interval=5.0)
+    async def observe_lag() -> None:
+        consumer = app.consumer
+        try:
+            for tp in consumer.assignment():
+                high = consumer.highwater(tp)
+                committed = consumer._committed_offset.get(tp)  # noqa: SLF001 - Faust keeps no public accessor
+                if high is not None:
+                    metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - (committed or 0)))
+        except Exception:  # noqa: BLE001 - metrics must never stop the scheduler
+            log.debug("consumer lag not available yet", exc_info=True)
+
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
         scheduler.forget_partitions({tp.partition for tp in revoked})

@@ -59,6 +59,8 @@ def test_metrics_readiness_and_console(settings, scheduler, tmp_path):
         assert metric(text, "shunter_queue_depth") >= 1
         assert metric(text, "shunter_workers_alive") == 2
         assert metric(text, "shunter_submit_to_assignment_seconds_count") >= 10
+        wait_until(lambda: "shunter_consumer_lag{" in urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode(),
+                   20, "the consumer lag gauge")
 
         env = {**__import__("os").environ, **settings.to_env(), "COLUMNS": "160"}
         top = subprocess.run([__import__("sys").executable, "-m", "shunter.connectors.cli", "top", "--once"],
