@@ -40,6 +40,17 @@ def producer(settings: Settings, **extra: Any) -> Producer:
     return Producer(conf)
 
 
+def produce(p: Producer, topic: str, key: str, value: bytes) -> None:
+    """Queue one message, waiting for room when the local queue is full (never dropping it)."""
+    while True:
+        try:
+            p.produce(topic, key=key.encode(), value=value)
+            break
+        except BufferError:
+            p.poll(0.05)
+    p.poll(0)
+
+
 class ShunterClient:
     """Talks to Shunter through Kafka (writes) and the scheduler's HTTP API (reads)."""
 
@@ -147,13 +158,7 @@ class ShunterClient:
         self._produce(topic, key, value)
 
     def _produce(self, topic: str, key: str, value: bytes) -> None:
-        while True:
-            try:
-                self._producer.produce(topic, key=key.encode(), value=value)
-                break
-            except BufferError:
-                self._producer.poll(0.1)
-        self._producer.poll(0)
+        produce(self._producer, topic, key, value)
 
     def flush(self, timeout: float = 30.0) -> None:
         left = self._producer.flush(timeout)

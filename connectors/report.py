@@ -36,32 +36,12 @@ def write_report(doc: dict[str, Any], results: dict[str, SimulationResult], out:
     fig.savefig(out / f"{stem}-cdf.png", dpi=110)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    width = 0.8 / len(Priority)
-    for k, p in enumerate(Priority):
-        vals = [doc["strategies"][n]["by_class"][p.label]["deadline_miss_rate"] or 0.0 for n in names]
-        ax.bar([i + k * width for i in range(len(names))], vals, width, label=p.label)
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(names))], names, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("deadline miss rate")
-    ax.set_title("Deadline misses per class (low has no deadline)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / f"{stem}-misses.png", dpi=110)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    grouped_bars(plt, names, {p.label: [doc["strategies"][n]["by_class"][p.label]["deadline_miss_rate"] or 0.0
+                                        for n in names] for p in Priority},
+                 "deadline miss rate", "Deadline misses per class (low has no deadline)", out / f"{stem}-misses.png")
     pools = list(next(iter(doc["strategies"].values()))["utilization_by_pool"])
-    width = 0.8 / len(pools)
-    for k, pool in enumerate(pools):
-        ax.bar([i + k * width for i in range(len(names))],
-               [doc["strategies"][n]["utilization_by_pool"][pool] for n in names], width, label=pool)
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(names))], names, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("busy share of slot time")
-    ax.set_title("Utilization per pool")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / f"{stem}-utilization.png", dpi=110)
-    plt.close(fig)
+    grouped_bars(plt, names, {pool: [doc["strategies"][n]["utilization_by_pool"][pool] for n in names] for pool in pools},
+                 "busy share of slot time", "Utilization per pool", out / f"{stem}-utilization.png")
 
     learners = [n for n in names if doc["strategies"][n]["prediction"] and n != "oracle"]
     fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -99,6 +79,22 @@ def write_report(doc: dict[str, Any], results: dict[str, SimulationResult], out:
     path = out / f"{stem}.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def grouped_bars(plt: Any, names: list[str], series: dict[str, list[float]], ylabel: str, title: str,
+                 path: Path) -> None:
+    """One group of bars per strategy, one bar per series."""
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    width = 0.8 / len(series)
+    for k, (label, values) in enumerate(series.items()):
+        ax.bar([i + k * width for i in range(len(names))], values, width, label=label)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(names))], names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def error_curve(result: SimulationResult, window: int = 100) -> list[tuple[int, float, float]]:

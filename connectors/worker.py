@@ -24,6 +24,7 @@ from typing import Any, Callable
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from shunter.connectors.client import produce
 from shunter.connectors.client import producer as client_producer
 from shunter.streams.codec import CODEC
 from shunter.streams.errors import CodecError
@@ -197,13 +198,7 @@ class ShunterWorker:
             self.completed += 1
 
     def _send(self, topic: str, key: str, value: bytes) -> None:
-        while True:
-            try:
-                self._producer.produce(topic, key=key.encode(), value=value)
-                break
-            except BufferError:
-                self._producer.poll(0.05)
-        self._producer.poll(0)
+        produce(self._producer, topic, key, value)
 
 
 def demo_runner(pool: str, time_scale: float = 1.0, rng: random.Random | None = None) -> TaskRunner:

@@ -84,3 +84,16 @@ def test_trace_with_wrong_columns_is_refused(tmp_path: Path):
     bad.write_text("time,tokens\n1,2\n")
     with pytest.raises(ValueError, match="GeneratedTokens"):
         load_workload("azure-llm", trace=str(bad))
+
+
+def test_report_writes_markdown_plots_and_json(tmp_path):
+    from shunter.connectors.report import write_report
+
+    doc, results = benchmark(seed_mix(300, seed=1), ["fifo", "adaptive"], workload="seed-mix", utilization=0.8, seed=1)
+    md = write_report(doc, results, tmp_path)
+    text = md.read_text()
+    assert "| adaptive |" in text and "| fifo |" in text
+    for suffix in ("cdf", "misses", "utilization", "prediction"):
+        png = tmp_path / f"seed-mix-u0.8-s1-{suffix}.png"
+        assert png.stat().st_size > 5000 and f"({png.name})" in text
+    assert json.loads((tmp_path / "seed-mix-u0.8-s1.json").read_text()) == doc
