@@ -61,6 +61,15 @@ class TopicNames:
         return {self.prefix + spec.name: spec for spec in TOPICS}
 
 
+SCHEDULER_TABLES: Final = ("tasks", "workers", "cells")
+"""The scheduler's Faust tables; their changelog topics are created here too, so their partition
+count and replication never depend on Faust creating them in time (it may not on a busy cluster)."""
+
+
+def changelog_topics(settings: Settings) -> list[str]:
+    return [f"{settings.app_id}-{t}-changelog" for t in SCHEDULER_TABLES]
+
+
 def create_topics(settings: Settings, timeout: float = 30.0) -> dict[str, str]:
     """Create every topic that does not exist yet. Idempotent; returns name -> 'created'|'exists'."""
     from confluent_kafka import KafkaException
@@ -70,7 +79,10 @@ def create_topics(settings: Settings, timeout: float = 30.0) -> dict[str, str]:
     existing = set(admin.list_topics(timeout=timeout).topics)
     result: dict[str, str] = {}
     wanted = []
-    for name, spec in TopicNames(settings).all().items():
+    specs = dict(TopicNames(settings).all())
+    for name in changelog_topics(settings):
+        specs[name] = TopicSpec(name, "table key", "JSON", "scheduler state (Faust table changelog)", compacted=True)
+    for name, spec in specs.items():
         if name in existing:
             result[name] = "exists"
         else:
