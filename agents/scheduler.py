@@ -11,6 +11,7 @@ Nothing here decides anything: scheduling lives in ``shunter.policies``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections import deque
 import logging
@@ -49,6 +50,7 @@ RECENT_AUDIT = 5000
 """Audit records kept in memory for the web console (the audit topic and sink keep them all)."""
 Output = tuple[str, "bytes | None", bytes, "int | None"]
 """(topic attribute on SchedulerTopics, key, value, partition) of one record to emit."""
+FLUSH_TIMEOUT_S = 10.0
 MODEL_SNAPSHOT_EVERY = 20
 """Snapshot the cell's models after this many completions, and on a quiet tick when anything changed."""
 FINISHED_RETENTION_MS = 15 * 60 * 1000
@@ -75,8 +77,10 @@ class Scheduler:
         self.staged: list[Output] = []
         self.batch_no = 0
         self._staged_slots: dict[str, int] = {}
-        self.flush_before_send = True
-        """Make state and outbox durable before outputs leave (off only in broker-less agent tests)."""
+        self.flush_before_send = os.environ.get("SHUNTER_FLUSH_BEFORE_SEND", "0") == "1"
+        """Make state and outbox durable before outputs leave (``SHUNTER_FLUSH_BEFORE_SEND=1``).
+        Off by default: awaiting the producer flush inside the agent stalled a restarted scheduler
+        in about one run of three (docs/decisions.md)."""
 
     # ---------------------------------------------------------------------------------- cells
     def policy(self) -> PolicyDocument:
@@ -376,7 +380,15 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
                 os._exit(70)
             if scheduler.staged:
                 if scheduler.flush_before_send:
-                    await app.producer.flush()   # state + outbox are durable before any output leaves
+                    try:  # state + outbox are durable before any output leaves
+                        await asyncio.wait_for(app.producer.flush(), timeout=FLUSH_TIMEOUT_S)
+                    except asyncio.TimeoutError:
+                        # Seen after a restart on a loaded machine: a produce request that never
+                        # completes. Crash-only again: a supervisor restarts us and the outbox
+                        # re-sends what did not leave.
+                        log.error("producer flush did not complete in %ss; exiting", FLUSH_TIMEOUT_S)
+                        logging.shutdown()
+                        os._exit(70)
                 scheduler.send_staged()
 
     @app.timer(interval=settings.tick_s)

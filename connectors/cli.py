@@ -62,6 +62,10 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     from shunter.streams.settings import Settings
     from shunter.streams.topics import create_topics
 
+    import faulthandler
+    import signal as _signal
+
+    faulthandler.register(_signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID` dumps every stack to the log
     settings = Settings.from_env()
     create_topics(settings)
     app, topics, tables = create_app(settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +54,9 @@ def create_app(settings: Settings) -> tuple[faust.App, SchedulerTopics, Schedule
         # A killed scheduler's cells move on after this long (Kafka's minimum is 6 s).
         broker_session_timeout=float(settings.extra.get("session_timeout_s", 8.0)),
         broker_heartbeat_interval=2.0,
+        # Static membership: a restarted scheduler (same host and web port) takes its partitions
+        # back at once instead of waiting out the dead member's session and rebalancing twice.
+        consumer_group_instance_id=f"{settings.app_id}-{socket.gethostname()}-{settings.web_port}",
     )
     names = TopicNames(settings)
 
