@@ -149,7 +149,7 @@ def run_demo(opts: DemoOptions, settings: Settings | None = None) -> dict[str, A
                 "--gpu", str(p.gpu), "--gpu-memory-gb", str(p.gpu_memory_gb), "--id-prefix", "demo",
                 "--time-scale", str(opts.time_scale)], env)
         wait_for_workers(settings, total_workers, procs)
-        summary = _replay(opts, settings, procs, total_workers)
+        summary = _replay(opts, settings, procs)
         _snapshot_metrics(settings, run_dir)
         summary["metrics_snapshot"] = str(run_dir / "metrics.txt")
     except BaseException:
@@ -198,8 +198,8 @@ class Chaos:
     """The demo's faults: the scheduler SIGKILLed and restarted, a worker process SIGKILLed and
     restarted, and a worker process SIGSTOPped past its lease, then resumed."""
 
-    def __init__(self, opts: DemoOptions, settings: Settings, procs: Processes, total_workers: int) -> None:
-        self.opts, self.settings, self.procs, self.total = opts, settings, procs, total_workers
+    def __init__(self, opts: DemoOptions, settings: Settings, procs: Processes) -> None:
+        self.opts, self.settings, self.procs = opts, settings, procs
         self.done: set[str] = set()
         self.events: list[str] = []
 
@@ -229,14 +229,14 @@ class Chaos:
         _say(self.opts, f"  chaos: {what}")
 
 
-def _replay(opts: DemoOptions, settings: Settings, procs: Processes, total_workers: int) -> dict[str, Any]:
+def _replay(opts: DemoOptions, settings: Settings, procs: Processes) -> dict[str, Any]:
     items = at_utilization(seed_mix(opts.tasks, opts.seed), opts.utilization)
     tracker = StatusTracker(settings).start()
     client = ShunterClient(settings)
     ids: list[str] = []
     t0 = time.monotonic()
     last = 0.0
-    chaos = Chaos(opts, settings, procs, total_workers)
+    chaos = Chaos(opts, settings, procs)
     try:
         for item in items:
             wait = item.arrival_s / opts.time_scale - (time.monotonic() - t0)

@@ -6,7 +6,6 @@ scheduler process owns a whole cell (DESIGN.md section 3).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Final
 
@@ -81,7 +80,7 @@ def create_topics(settings: Settings, timeout: float = 30.0) -> dict[str, str]:
     result: dict[str, str] = {}
     wanted = []
     specs = dict(TopicNames(settings).all())
-    for name in (changelog_topics(settings) if os.environ.get("SHUNTER_PRECREATE_CHANGELOGS", "1") == "1" else []):
+    for name in changelog_topics(settings):
         specs[name] = TopicSpec(name, "table key", "JSON", "scheduler state (Faust table changelog)", compacted=True)
     for name, spec in specs.items():
         if name in existing:
