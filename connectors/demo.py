@@ -204,17 +204,20 @@ class Chaos:
         self.events: list[str] = []
 
     def at(self, share: float) -> None:
+        """Inject the next fault once the run is far enough along. Worker faults wait until the
+        target pool has tasks running, so each fault really takes work away from a worker."""
         if not self.opts.chaos:
             return
-        if share >= 0.25 and "scheduler" not in self.done:
+        if share >= 0.2 and "scheduler" not in self.done:
             self.done.add("scheduler")
             self._note("SIGKILL the scheduler, restart it")
             self.procs.kill_and_restart("scheduler")
-        if share >= 0.45 and "worker" not in self.done:
+            wait_for_workers(self.settings, sum(p.workers for p in CLUSTER), self.procs)
+        if share >= 0.35 and "worker" not in self.done and self._running("gpu_small"):
             self.done.add("worker")
-            self._note("SIGKILL the gpu_small worker process, restart it")
+            self._note("SIGKILL the gpu_small worker process (tasks in flight), restart it")
             self.procs.kill_and_restart("workers-gpu_small")
-        if share >= 0.65 and "pause" not in self.done:
+        if share >= 0.5 and "pause" not in self.done and self._running("gpu_large"):
             self.done.add("pause")
             pause = self.settings.heartbeat_timeout_s + self.settings.lease_s + 2.0
             self._note(f"SIGSTOP the gpu_large worker process for {pause:.0f}s (past its lease), then SIGCONT")
@@ -223,6 +226,13 @@ class Chaos:
             timer = threading.Timer(pause, lambda: proc.send_signal(signal.SIGCONT))
             timer.daemon = True
             timer.start()
+
+    def _running(self, pool: str) -> bool:
+        try:
+            cells = _get_json(f"http://127.0.0.1:{self.settings.web_port}/pools")
+        except OSError:
+            return False
+        return any(c["pools"].get(pool, {}).get("running", 0) > 0 for c in cells.values())
 
     def _note(self, what: str) -> None:
         self.events.append(what)
