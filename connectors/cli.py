@@ -360,7 +360,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from shunter.policies.simulation import ORACLE, STRATEGY_ORDER, benchmark, load_workload
+    from shunter.policies.simulation import STRATEGY_ORDER, benchmark, load_workload
 
     strategies = list(STRATEGY_ORDER) if args.strategy == "all" else args.strategy.split(",")
     unknown = [s for s in strategies if s not in STRATEGY_ORDER]

@@ -25,7 +25,6 @@ from shunter.policies.document import PolicyDocument
 from shunter.policies.learners import ArrivalForecast, RuntimeEstimator
 from shunter.policies.model import Priority, Task, TaskRecord, TaskState, Worker
 from shunter.policies.placement import Decision, PlacementContext
-from shunter.policies.plugins.liveness import NO_FREE_SLOT
 from shunter.policies.queueing import PendingQueue
 from shunter.policies.strategies import Strategy, strategy
 

@@ -7,7 +7,7 @@ override the preset's weights by plugin name.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Final, Mapping
 
 from shunter.policies.document import PolicyDocument
