@@ -75,8 +75,6 @@ class Scheduler:
         self._policy: PolicyDocument = default_policy()
         self.recent_audit: deque[dict[str, Any]] = deque(maxlen=RECENT_AUDIT)
         self.staged: list[Output] = []
-        self.batch_no = 0
-        self._staged_slots: dict[str, int] = {}
         self.flush_before_send = os.environ.get("SHUNTER_FLUSH_BEFORE_SEND", "0") == "1"
         """Make state and outbox durable before outputs leave (``SHUNTER_FLUSH_BEFORE_SEND=1``).
         Off by default: awaiting the producer flush inside the agent stalled a restarted scheduler
@@ -206,23 +204,15 @@ class Scheduler:
 
     # --------------------------------------------------------------------------------- outbox
     def _stage(self, cell: str, out: list[Output]) -> None:
-        """Record this event's outputs in the cell's outbox (a changelog-backed table entry)
-        before any of them is sent. The agent flushes the changelog, then sends the batch. If the
-        process dies in between, the new owner re-sends the last batch from the outbox: outputs
-        are at-least-once with natural dedupe keys (audit: cell+seq, assignment: task+epoch,
-        status: compacted), and state is never behind what was emitted."""
+        """Record this event's outputs in the cell's outbox (one changelog-backed table entry)
+        before any of them is sent. If the process dies before they leave, the new owner re-sends
+        the outbox: outputs are at-least-once with natural dedupe keys (audit: cell+seq,
+        assignment: task+epoch, status: compacted)."""
         if not out:
             return
-        slot = self._staged_slots.get(cell, 0)
-        self._staged_slots[cell] = slot + 1
-        self.tables.cells[f"{cell}#out{slot}"] = {
-            "batch": self.batch_no, "records": [[t, base64.b64encode(k or b"").decode(), base64.b64encode(v).decode(), p]
-                                                for t, k, v, p in out]}
+        self.tables.cells[f"{cell}#outbox"] = [[t, base64.b64encode(k or b"").decode(), base64.b64encode(v).decode(), p]
+                                               for t, k, v, p in out]
         self.staged.extend(out)
-
-    def begin_batch(self) -> None:
-        self.batch_no += 1
-        self._staged_slots.clear()
 
     def send_staged(self) -> int:
         n = len(self.staged)
@@ -232,17 +222,12 @@ class Scheduler:
         return n
 
     def _resend_outbox(self, cell: str) -> None:
-        """After a restart or rebalance: the last batch's outputs may not have left; send them again."""
-        entries = [(k, v) for k, v in self.tables.cells.items()
-                   if isinstance(k, str) and k.startswith(f"{cell}#out") and v]
-        if not entries:
+        """After a restart or rebalance: the last event's outputs may not have left; send them again."""
+        for topic, key, value, partition in self.tables.cells.get(f"{cell}#outbox") or ():
+            self.staged.append((topic, base64.b64decode(key) or None, base64.b64decode(value), partition))
+        if not self.staged:
             return
-        last = max(v["batch"] for _, v in entries)
-        self.batch_no = max(self.batch_no, last)
-        for _, v in sorted((e for e in entries if e[1]["batch"] == last), key=lambda e: int(e[0].rsplit("#out", 1)[1])):
-            for topic, key, value, partition in v["records"]:
-                self.staged.append((topic, base64.b64decode(key) or None, base64.b64decode(value), partition))
-        log.warning("cell %s: re-sending %d output(s) of the last batch before the restart", cell, len(self.staged))
+        log.warning("cell %s: re-sending %d output(s) of the last event before the restart", cell, len(self.staged))
 
     @staticmethod
     def _observe(cell: Cell, fx: Effects, tick: bool) -> None:
@@ -367,7 +352,6 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
     @app.agent(topics.inputs, name="scheduler")
     async def schedule(stream: Any) -> None:
         async for event in stream.events():
-            scheduler.begin_batch()
             try:
                 await scheduler.handle(event)
             except Exception:  # noqa: BLE001
