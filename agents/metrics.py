@@ -48,5 +48,7 @@ SCALE_RECOMMENDED = Gauge("shunter_scale_recommended_workers", "Workers recommen
                           ["cell", "pool"], registry=REGISTRY)
 RESERVED = Gauge("shunter_pool_reserved", "1 while a pool is reserved for a forecast critical/high surge",
                  ["cell", "pool"], registry=REGISTRY)
+OUTPUT_BACKLOG = Gauge("shunter_output_backlog_events",
+                       "Events whose outputs wait for their state writes to be acknowledged", registry=REGISTRY)
 CONSUMER_LAG = Gauge("shunter_consumer_lag", "Input messages not yet committed (high watermark - committed offset)",
                      ["topic", "partition"], registry=REGISTRY)

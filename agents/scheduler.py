@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections import deque
+from dataclasses import dataclass
 import logging
 import os
 import time
@@ -50,10 +51,22 @@ RECENT_AUDIT = 5000
 """Audit records kept in memory for the web console (the audit topic and sink keep them all)."""
 Output = tuple[str, "bytes | None", bytes, "int | None"]
 """(topic attribute on SchedulerTopics, key, value, partition) of one record to emit."""
-FLUSH_TIMEOUT_S = 10.0
+SEND_QUEUE = 2000
+"""Events whose outputs wait for their state to be durable; the agent waits when it is full."""
+OUTBOX_PRUNE_AT = 64
+"""Delete delivered outbox entries of a cell once this many have piled up (and on every tick)."""
 MODEL_SNAPSHOT_EVERY = 20
 """Snapshot the cell's models after this many completions, and on a quiet tick when anything changed."""
 FINISHED_RETENTION_MS = 15 * 60 * 1000
+
+
+@dataclass
+class Staged:
+    """One event's outputs and the outbox entry that holds them until the broker has them."""
+
+    cell: str | None
+    outbox_key: str | None
+    outputs: list[Output]
 
 
 def now_ms() -> int:
@@ -74,11 +87,15 @@ class Scheduler:
         self.timing = CellTiming(lease_s=settings.lease_s, heartbeat_timeout_s=settings.heartbeat_timeout_s)
         self._policy: PolicyDocument = default_policy()
         self.recent_audit: deque[dict[str, Any]] = deque(maxlen=RECENT_AUDIT)
-        self.staged: list[Output] = []
-        self.flush_before_send = os.environ.get("SHUNTER_FLUSH_BEFORE_SEND", "0") == "1"
-        """Make state and outbox durable before outputs leave (``SHUNTER_FLUSH_BEFORE_SEND=1``).
-        Off by default: awaiting the producer flush inside the agent stalled a restarted scheduler
-        in about one run of three (docs/decisions.md)."""
+        self.staged: list[Staged] = []
+        """This event's outputs (and a new owner's outbox re-sends), not yet handed to the sender."""
+        self.sendq: asyncio.Queue[tuple[Staged, list[asyncio.Future[Any]]]] = asyncio.Queue(SEND_QUEUE)
+        self.outbox_next: dict[str, int] = {}
+        self.delivered: dict[str, list[str]] = {}
+        """Per cell, outbox keys whose outputs the broker has acknowledged (deleted on a later event)."""
+        self.wait_for_state = True
+        """Hold outputs until the state they follow is durable (off only where no broker acknowledges)."""
+        self.state_ack_timeout_s = float(os.environ.get("SHUNTER_STATE_ACK_TIMEOUT_S", "120"))
 
     # ---------------------------------------------------------------------------------- cells
     def policy(self) -> PolicyDocument:
@@ -115,11 +132,20 @@ class Scheduler:
             if p in partitions:
                 self.cells.pop(name, None)
                 self.cell_partition.pop(name, None)
+                self.delivered.pop(name, None)  # the next owner re-sends (and deletes) what is left
 
     # ---------------------------------------------------------------------------------- events
     async def handle(self, event: Any) -> None:
         with metrics.HANDLE_SECONDS.time():
             self._handle(event)
+        if self.staged:
+            state = self.tables.written() if self.wait_for_state else []
+            for staged in self.staged:
+                await self.sendq.put((staged, state))
+            self.staged.clear()
+            metrics.OUTPUT_BACKLOG.set(self.sendq.qsize())
+        elif self.wait_for_state:
+            self.tables.written()  # state with no outputs waiting on it
 
     def _handle(self, event: Any) -> None:
         msg = event.message
@@ -135,7 +161,7 @@ class Scheduler:
                 raise CodecError(f"unknown cell {rec.get('cell')!r}; this deployment serves "
                                  f"{', '.join(self.settings.cells)} (SHUNTER_CELLS)")
         except CodecError as exc:
-            self.staged.append(self._deadletter_output(msg, event.key, event.value, str(exc), None))
+            self.staged.append(Staged(None, None, [self._deadletter_output(msg, event.key, event.value, str(exc), None)]))
             return
         now = now_ms()
         cell = self.cell(rec.get("cell") or "default", msg.partition)
@@ -181,6 +207,11 @@ class Scheduler:
             self.tables.workers[wid] = cell.workers[wid].to_dict()
         if fx.audits:
             self.tables.cells[cell.name] = cell.meta()
+        done = self.delivered.get(cell.name)
+        if done and (tick or len(done) >= OUTBOX_PRUNE_AT):
+            for key in done:
+                self.tables.cells.pop(key, None)
+            done.clear()
         behind = cell.estimator.version - self.snapshot_version.get(cell.name, 0)
         if behind >= MODEL_SNAPSHOT_EVERY or (behind and tick):
             self.tables.cells[f"{cell.name}#model"] = base64.b64encode(cell.estimator.snapshot()).decode()
@@ -204,30 +235,78 @@ class Scheduler:
 
     # --------------------------------------------------------------------------------- outbox
     def _stage(self, cell: str, out: list[Output]) -> None:
-        """Record this event's outputs in the cell's outbox (one changelog-backed table entry)
-        before any of them is sent. If the process dies before they leave, the new owner re-sends
-        the outbox: outputs are at-least-once with natural dedupe keys (audit: cell+seq,
-        assignment: task+epoch, status: compacted)."""
+        """Record this event's outputs in the cell's outbox (a changelog-backed table entry of its
+        own) before any of them leaves. The sender sends them once this event's state writes are
+        acknowledged, and the entry is deleted once the outputs are; a process that takes the cell
+        over re-sends whatever entries remain. Outputs are therefore never ahead of the state they
+        follow, and at-least-once with natural dedupe keys (audit: cell+seq, assignment:
+        task+epoch, status: compacted)."""
         if not out:
             return
-        self.tables.cells[f"{cell}#outbox"] = [[t, base64.b64encode(k or b"").decode(), base64.b64encode(v).decode(), p]
-                                               for t, k, v, p in out]
-        self.staged.extend(out)
-
-    def send_staged(self) -> int:
-        n = len(self.staged)
-        for topic, key, value, partition in self.staged:
-            getattr(self.topics, topic).send_soon(key=key, value=value, partition=partition)
-        self.staged.clear()
-        return n
+        n = self.outbox_next.get(cell, 1)
+        self.outbox_next[cell] = n + 1
+        key = f"{cell}#outbox#{n:012d}"
+        self.tables.cells[key] = [[t, base64.b64encode(k or b"").decode(), base64.b64encode(v).decode(), p]
+                                  for t, k, v, p in out]
+        self.staged.append(Staged(cell, key, out))
 
     def _resend_outbox(self, cell: str) -> None:
-        """After a restart or rebalance: the last event's outputs may not have left; send them again."""
-        for topic, key, value, partition in self.tables.cells.get(f"{cell}#outbox") or ():
-            self.staged.append((topic, base64.b64decode(key) or None, base64.b64decode(value), partition))
-        if not self.staged:
+        """A process that gains a cell: outputs whose state is durable may not have left; send them
+        again, oldest first, before anything this process decides."""
+        prefix = f"{cell}#outbox#"
+        keys = sorted(k for k in self.tables.cells.keys() if isinstance(k, str) and k.startswith(prefix))
+        self.outbox_next[cell] = int(keys[-1][len(prefix):]) + 1 if keys else 1
+        self.delivered[cell] = []
+        outputs = 0
+        for key in keys:
+            out = [(t, base64.b64decode(k) or None, base64.b64decode(v), p) for t, k, v, p in self.tables.cells[key]]
+            self.staged.append(Staged(cell, key, out))
+            outputs += len(out)
+        if keys:
+            log.warning("cell %s: re-sending %d output(s) of %d event(s) from the outbox", cell, outputs, len(keys))
+
+    async def send_loop(self) -> None:
+        """The ordered sender: each event's outputs leave only once its state writes are acknowledged."""
+        while True:
+            item = await self.sendq.get()
+            await self._send(*item)
+
+    async def drain(self) -> None:
+        """Send whatever is queued now (tests, and a clean shutdown)."""
+        while not self.sendq.empty():
+            await self._send(*self.sendq.get_nowait())
+
+    async def _send(self, staged: Staged, state: list[asyncio.Future[Any]]) -> None:
+        pending = [f for f in state if not f.done()]
+        if pending:
+            done, late = await asyncio.wait(pending, timeout=self.state_ack_timeout_s)
+            if late:
+                # Crash-only: the broker never acknowledged this state. A supervisor restarts us;
+                # the input is redelivered and nothing of this event has left.
+                log.error("state writes not acknowledged in %ss; exiting", self.state_ack_timeout_s)
+                logging.shutdown()
+                os._exit(70)
+        failed = next((f.exception() for f in state if f.cancelled() or f.exception() is not None), None)
+        if failed is not None:
+            log.error("a state write failed (%s); exiting", failed)
+            logging.shutdown()
+            os._exit(70)
+        sent = [getattr(self.topics, topic).send_soon(key=key, value=value, partition=partition)
+                for topic, key, value, partition in staged.outputs]
+        metrics.OUTPUT_BACKLOG.set(self.sendq.qsize())
+        if staged.outbox_key is None:
             return
-        log.warning("cell %s: re-sending %d output(s) of the last event before the restart", cell, len(self.staged))
+        futures = [f for f in sent if isinstance(f, asyncio.Future)]
+        if not futures:
+            self._mark_delivered(staged, None)
+            return
+        asyncio.gather(*futures).add_done_callback(lambda f: self._mark_delivered(staged, f))
+
+    def _mark_delivered(self, staged: Staged, fut: asyncio.Future[Any] | None) -> None:
+        if fut is not None and (fut.cancelled() or fut.exception() is not None):
+            return  # the entry stays in the outbox; the next owner re-sends it
+        assert staged.cell is not None and staged.outbox_key is not None
+        self.delivered.setdefault(staged.cell, []).append(staged.outbox_key)
 
     @staticmethod
     def _observe(cell: Cell, fx: Effects, tick: bool) -> None:
@@ -349,6 +428,10 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
     async def start_policy_feed() -> None:
         feed.start()
 
+    @app.task
+    async def send_outputs() -> None:
+        await scheduler.send_loop()
+
     @app.agent(topics.inputs, name="scheduler")
     async def schedule(stream: Any) -> None:
         async for event in stream.events():
@@ -362,18 +445,6 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
                               event.message.partition, event.message.offset)
                 logging.shutdown()
                 os._exit(70)
-            if scheduler.staged:
-                if scheduler.flush_before_send:
-                    try:  # state + outbox are durable before any output leaves
-                        await asyncio.wait_for(app.producer.flush(), timeout=FLUSH_TIMEOUT_S)
-                    except asyncio.TimeoutError:
-                        # Seen after a restart on a loaded machine: a produce request that never
-                        # completes. Crash-only again: a supervisor restarts us and the outbox
-                        # re-sends what did not leave.
-                        log.error("producer flush did not complete in %ss; exiting", FLUSH_TIMEOUT_S)
-                        logging.shutdown()
-                        os._exit(70)
-                scheduler.send_staged()
 
     @app.timer(interval=settings.tick_s)
     async def tick() -> None:

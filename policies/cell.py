@@ -234,7 +234,7 @@ class Cell:
         if rec is None or rec.terminal:
             return fx
         if rec.state == TaskState.ASSIGNED:
-            self._release(rec)
+            self._release(rec, fx)
         self._dequeue(task_id)
         self._finish(rec, TaskState.CANCELLED, reason, now_ms, fx, action="cancel")
         self._dispatch(now_ms, fx)
@@ -280,7 +280,7 @@ class Cell:
                         reason=f"completion with epoch {epoch} from {wid}; current epoch {rec.epoch} on {rec.worker_id}")
             return fx
         pool = rec.pool or ""
-        self._release(rec, lost=False)
+        self._release(rec, fx, lost=False)
         runtime = float(c["runtime_s"])
         rec.runtime_s = runtime
         self._charge(rec.task.tenant, pool, runtime, now_ms)
@@ -329,7 +329,7 @@ class Cell:
             for tid in list(w.running):
                 rec = self.tasks[tid]
                 if rec.lease_expires_at_ms is not None and rec.lease_expires_at_ms < now_ms:
-                    self._release(rec)
+                    self._release(rec, fx)
                     self._audit(fx, "lease-expired", rec, now_ms, reason=f"lease on {w.worker_id} expired")
                     self._requeue(rec, now_ms, fx)
         self._dispatch(now_ms, fx)
@@ -643,12 +643,12 @@ class Cell:
     def _requeue_worker(self, w: Worker, reason: str, now_ms: int, fx: Effects) -> None:
         for tid in list(w.running):
             rec = self.tasks[tid]
-            self._release(rec)
+            self._release(rec, fx)
             self._audit(fx, "requeue", rec, now_ms, reason=reason)
             self._requeue(rec, now_ms, fx)
         fx.workers.add(w.worker_id)
 
-    def _release(self, rec: TaskRecord, lost: bool = True) -> None:
+    def _release(self, rec: TaskRecord, fx: Effects, lost: bool = True) -> None:
         """Free the task's slot. ``lost``: it will not report (requeued, cancelled)."""
         b = self.breakers.get(rec.pool or "")
         if lost and b is not None and b.probe_task == rec.task.task_id:
@@ -656,6 +656,7 @@ class Cell:
         w = self.workers.get(rec.worker_id or "")
         if w is not None:
             w.running.pop(rec.task.task_id, None)
+            fx.workers.add(w.worker_id)  # the slot is free in the durable record too
 
     def _finish(self, rec: TaskRecord, state: str, reason: str | None, now_ms: int, fx: Effects,
                 action: str | None = None) -> None:
@@ -715,14 +716,19 @@ class Cell:
             self.rr_position = int(meta.get("rr", 0))
             self.spend_hour = int(meta.get("spend_hour", -1))
             self.tenant_spend = dict(meta.get("tenant_spend") or {})
-        for w in workers:
-            self.workers[w.worker_id] = w
         for rec in tasks:
             self.tasks[rec.task.task_id] = rec
             if rec.task.idempotency_key:
                 self.by_idempotency_key[rec.task.idempotency_key] = rec.task.task_id
             if rec.state == TaskState.PENDING and not rec.held_for_review:
                 self._enqueue(rec)
+        for w in workers:
+            # The task records decide who runs what: a slot entry they do not back (a task that
+            # finished, moved on or was forgotten) must never be requeued as if it were running.
+            w.running = {tid: epoch for tid, epoch in w.running.items()
+                         if (r := self.tasks.get(tid)) is not None and r.state == TaskState.ASSIGNED
+                         and r.worker_id == w.worker_id and r.epoch == epoch}
+            self.workers[w.worker_id] = w
 
     def evict_finished(self, before_ms: int) -> list[str]:
         """Forget terminal tasks that finished before ``before_ms``; returns their ids."""

@@ -25,6 +25,20 @@ class SchedulerTopics:
     deadletter: Any
 
 
+class TrackedTable(faust.Table):
+    """A table that keeps the futures of its changelog writes, so the scheduler can hold an
+    event's outputs until the state they follow is acknowledged by the broker."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.writes: list[Any] = []
+
+    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
+        fut = super().send_changelog(*args, **kwargs)
+        self.writes.append(fut)
+        return fut
+
+
 @dataclass
 class SchedulerTables:
     """Changelog-backed state. Values are JSON dicts (internal topics, never read by clients)."""
@@ -32,6 +46,14 @@ class SchedulerTables:
     tasks: Any
     workers: Any
     cells: Any
+
+    def written(self) -> list[Any]:
+        """The changelog writes since the last call (futures that resolve when acknowledged)."""
+        out: list[Any] = []
+        for table in (self.tasks, self.workers, self.cells):
+            out += table.writes
+            table.writes = []
+        return out
 
 
 def create_app(settings: Settings) -> tuple[faust.App, SchedulerTopics, SchedulerTables]:
@@ -57,6 +79,7 @@ def create_app(settings: Settings) -> tuple[faust.App, SchedulerTopics, Schedule
         # Static membership: a restarted scheduler (same host and web port) takes its partitions
         # back at once instead of waiting out the dead member's session and rebalancing twice.
         consumer_group_instance_id=f"{settings.app_id}-{socket.gethostname()}-{settings.web_port}",
+        Table=TrackedTable,
     )
     names = TopicNames(settings)
 

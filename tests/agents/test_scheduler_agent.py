@@ -42,7 +42,7 @@ class Harness:
         self.app, self.topics, self.tables = create_app(self.settings)
         self.app.conf.store = "memory://"
         self.scheduler: Scheduler = install(self.app, self.topics, self.tables, self.settings)
-        self.scheduler.flush_before_send = False  # no broker here: nothing to flush to
+        self.scheduler.wait_for_state = False  # no broker here: nothing acknowledges the state
         self.app.finalize()
         self.agent = self.app.agents["scheduler"]
         self.sent: dict[str, list[dict]] = {}
@@ -61,6 +61,7 @@ class Harness:
             async with self.agent.test_context() as agent:
                 for m in messages:
                     await agent.put(m, key=b"c1")
+                    await self.scheduler.drain()
         asyncio.run(go())
 
 
@@ -100,12 +101,20 @@ def test_a_new_owner_rebuilds_the_cell_from_the_tables(harness):
     harness.run(heartbeat("w1"), submitted("t1"), submitted("t2"))
     harness.scheduler.forget_partitions(set(range(3)))     # as after a rebalance away and back
     assert not harness.scheduler.cells
-    last = harness.sent["task_status"][-1]
-    before = len(harness.sent["task_status"])
+    sent = list(harness.sent["task_status"])
     harness.run(completed("t1", "w1", 1))
-    assert harness.sent["task_status"][before] == last, \
-        "the new owner first re-sends the last event's outputs from the outbox (exact duplicates)"
+    assert harness.sent["task_status"][len(sent):2 * len(sent)] == sent, \
+        "the new owner first re-sends the outbox's entries, oldest first (exact duplicates)"
     distinct = sorted({(a["record"]["task_id"], a["record"]["epoch"]) for a in harness.sent["assignments"]})
     assert distinct == [("t1", 1), ("t2", 1)]
     seqs = sorted({a["record"]["seq"] for a in harness.sent["audit"]})
     assert seqs == list(range(1, len(seqs) + 1)), "the audit chain continues where it stopped"
+
+
+def test_outbox_entries_are_deleted_once_delivered(harness):
+    harness.run(heartbeat("w1"), submitted("t1"), submitted("t2"))
+    outbox = [k for k in harness.tables.cells.keys() if "#outbox#" in k]
+    assert len(outbox) == 2, "one entry per event that emitted something"
+    harness.run(CODEC.encode("CellTick", {"cell": "c1", "at_ms": now_ms()}))
+    assert [k for k in harness.tables.cells.keys() if "#outbox#" in k] == [], \
+        "a tick deletes the entries whose outputs were delivered"

@@ -201,6 +201,25 @@ def test_restore_rebuilds_the_same_view():
     assert fx.audits[0]["seq"] == c.chain.seq + 1 and fx.audits[0]["prev_hash"] == c.chain.last_hash
 
 
+def test_a_finished_task_is_never_requeued_from_a_restored_worker_record():
+    """Seen in ``demo --chaos``: the worker's persisted record still listed a task that had
+    completed, the worker then died, and the completed task was requeued and run twice."""
+    from shunter.policies.model import TaskRecord, Worker
+
+    c = cell(timeout_s=5)
+    c.heartbeat(heartbeat("w1", slots=2), T0)
+    c.submit(task("t1"), T0)
+    fx = c.complete(completion("t1", "w1", 1), T0 + 100)
+    assert "w1" in fx.workers, "completion frees a slot: the worker record must be written again"
+    stale = Worker.from_dict(c.workers["w1"].to_dict())
+    stale.running = {"t1": 1}                              # as if that write had been lost
+    d = cell(timeout_s=5)
+    d.restore(c.meta(), [TaskRecord.from_dict(r.to_dict()) for r in c.tasks.values()], [stale])
+    assert d.workers["w1"].running == {}
+    fx = d.tick(T0 + 10_000)                               # w1 missed its heartbeats
+    assert not [r for r in fx.audits if r["task_id"] == "t1"] and d.tasks["t1"].state == TaskState.SUCCEEDED
+
+
 def test_a_requeued_task_is_listed_once():
     from shunter.policies.queueing import PendingQueue
 
