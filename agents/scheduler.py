@@ -47,6 +47,8 @@ _ACCEPTS = {
     "heartbeats": {"WorkerHeartbeat"},
     "completions": {"TaskCompleted"},
 }
+_TENANT_ACCEPTS = {"TaskSubmitted", "TaskCancelled"}
+"""What a tenant's own task topic may carry (reviews and ticks come from operators and the scheduler)."""
 RECENT_AUDIT = 5000
 """Audit records kept in memory for the web console (the audit topic and sink keep them all)."""
 Output = tuple[str, "bytes | None", bytes, "int | None"]
@@ -155,6 +157,9 @@ class Scheduler:
                 raise CodecError(f"message of {len(event.value)} bytes exceeds the limit of "
                                  f"{self.settings.max_message_bytes} (SHUNTER_MAX_MESSAGE_BYTES)")
             kind, rec = CODEC.decode(event.value)
+            bound = topic_kind[len("tasks."):] if topic_kind.startswith("tasks.") else None
+            if bound is not None and kind not in _TENANT_ACCEPTS:
+                raise CodecError(f"a {kind} message does not belong on tenant {bound}'s task topic")
             if topic_kind in _ACCEPTS and kind not in _ACCEPTS[topic_kind]:
                 raise CodecError(f"a {kind} message does not belong on the {topic_kind} topic")
             if self.settings.cells and rec.get("cell", "default") not in self.settings.cells:
@@ -169,7 +174,11 @@ class Scheduler:
         policy = self.policy()
         if policy is not cell.policy:
             fx = cell.set_policy(policy, now)
-        if kind == "TaskSubmitted":
+        spoof = self._spoof(cell, kind, rec, bound) if bound is not None else None
+        if spoof is not None:
+            metrics.TENANT_MISMATCHES.labels(bound).inc()
+            more = cell.refuse(rec["task_id"], spoof, now)
+        elif kind == "TaskSubmitted":
             more = cell.submit(Task.from_record(rec), now)
         elif kind == "TaskCancelled":
             more = cell.cancel(rec["task_id"], rec["reason"], now)
@@ -185,6 +194,18 @@ class Scheduler:
                 self.tables.tasks.pop(tid, None)
         self._merge(fx, more)
         self._apply(cell, fx, msg, event.key, event.value, tick=kind == "CellTick")
+
+    @staticmethod
+    def _spoof(cell: Cell, kind: str, rec: dict[str, Any], bound: str) -> str | None:
+        """Why a message on tenant ``bound``'s topic (which only that tenant's principal may write)
+        claims another tenant, or None."""
+        if kind == "TaskSubmitted" and rec["tenant"] != bound:
+            return (f"tenant mismatch: submitted on tenant {bound}'s topic as tenant {rec['tenant']}; "
+                    f"a tenant may submit only as itself")
+        known = cell.tasks.get(rec["task_id"])
+        if kind == "TaskCancelled" and known is not None and known.task.tenant != bound:
+            return f"tenant mismatch: tenant {bound} tried to cancel a task of tenant {known.task.tenant}"
+        return None
 
     @staticmethod
     def _merge(into: Effects, more: Effects) -> None:

@@ -243,7 +243,7 @@ class AuditSink:
         self._stop.set()
 
     def run(self, until_caught_up: bool = False, idle_exit_s: float = 2.0) -> int:
-        consumer = Consumer({"bootstrap.servers": self.settings.bootstrap, "group.id": f"shunter-audit-sink-{uuid.uuid4().hex[:6]}",
+        consumer = Consumer({**self.settings.kafka_config(), "group.id": f"shunter-audit-sink-{uuid.uuid4().hex[:6]}",
                              "enable.auto.commit": False, "enable.partition.eof": True, "auto.offset.reset": "earliest"})
         try:
             meta = consumer.list_topics(self.topic, timeout=30)

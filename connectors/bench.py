@@ -36,7 +36,7 @@ from shunter.streams.topics import TopicNames, create_topics
 def _timestamps(settings: Settings, topic: str, want: int, timeout: float, key_filter: Callable[[Any], bool] | None = None,
                 start_offsets: dict[int, int] | None = None) -> list[tuple[int, Any]]:
     """Consume ``topic`` until ``want`` messages (passing the filter) arrived; (timestamp ms, msg)."""
-    c = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": f"bench-{uuid.uuid4().hex[:6]}",
+    c = Consumer({**settings.kafka_config(), "group.id": f"bench-{uuid.uuid4().hex[:6]}",
                   "enable.auto.commit": False, "auto.offset.reset": "earliest"})
     meta = c.list_topics(topic, timeout=10)
     c.assign([TopicPartition(topic, p, (start_offsets or {}).get(p, 0)) for p in meta.topics[topic].partitions])
@@ -54,7 +54,7 @@ def _timestamps(settings: Settings, topic: str, want: int, timeout: float, key_f
 
 
 def _ends(settings: Settings, topic: str) -> dict[int, int]:
-    c = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": "bench-ends"})
+    c = Consumer({**settings.kafka_config(), "group.id": "bench-ends"})
     meta = c.list_topics(topic, timeout=10)
     ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.topics[topic].partitions}
     c.close()
@@ -186,7 +186,7 @@ def run_ceiling(settings: Settings, tasks: int, logdir: Any) -> float:
     out_topic = f"{settings.topic_prefix}noop-out"
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap})
+    admin = AdminClient({**settings.kafka_config()})
     admin.create_topics([NewTopic(out_topic, settings.partitions, 1)])[out_topic].result()
     env = {**settings.to_env(), "SHUNTER_BENCH_OUT": out_topic, "SHUNTER_WEB_PORT": str(settings.web_port + 200)}
     proc = _spawn(["bench", "noop-agent"], env, str(logdir / "noop.log"))

@@ -16,7 +16,9 @@ the jars under ``$XDG_CACHE_HOME/shunter/kafka-<version>``.
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -154,6 +156,10 @@ class LocalBroker:
     """controller.quorum.voters; empty: this node alone."""
     replication: int = 1
     cluster_id: str = ""
+    secure: bool = False
+    """SASL/SCRAM-SHA-512 on the client listener, the standard KRaft authorizer, deny by default.
+    Principals: ``broker`` (the only super user: inter-broker and controller traffic) and
+    ``admin`` (operators: users, ACLs, topics; never the audit topic's deletion)."""
 
     @property
     def home(self) -> Path:
@@ -194,19 +200,76 @@ class LocalBroker:
             "home": str(self.home),
         }
 
+    # --------------------------------------------------------------------------- credentials
+    @property
+    def credentials_file(self) -> Path:
+        return self.home / "credentials.json"
+
+    def credentials(self) -> dict[str, str]:
+        """The secure broker's own principals and passwords (``broker``, ``admin``), made once and
+        kept readable by this user only. ``admin`` is what operators authenticate as."""
+        if self.credentials_file.exists():
+            creds: dict[str, str] = json.loads(self.credentials_file.read_text())
+            return creds
+        self.home.mkdir(parents=True, exist_ok=True)
+        creds = {"broker": secrets.token_urlsafe(24), "admin": secrets.token_urlsafe(24)}
+        _write_secret(self.credentials_file, json.dumps(creds))
+        _write_secret(self.admin_password_file, creds["admin"])
+        return creds
+
+    @property
+    def admin_password_file(self) -> Path:
+        return self.home / "admin.password"
+
+    def client_config(self, principal: str = "broker") -> dict[str, object]:
+        """librdkafka settings for this broker, as one of its own principals when secure."""
+        conf: dict[str, object] = {"bootstrap.servers": self.bootstrap}
+        if self.secure:
+            conf.update({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "SCRAM-SHA-512",
+                         "sasl.username": principal, "sasl.password": self.credentials()[principal]})
+        return conf
+
+    def _listener_config(self, ctl: int) -> list[str]:
+        if not self.secure:
+            return [
+                f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{ctl}",
+                f"advertised.listeners=PLAINTEXT://localhost:{self.port}",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            ]
+        pw = self.credentials()["broker"]
+        return [
+            f"listeners=SASL_PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{ctl}",
+            f"advertised.listeners=SASL_PLAINTEXT://localhost:{self.port}",
+            "inter.broker.listener.name=SASL_PLAINTEXT",
+            "listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+            # Clients and brokers: SCRAM-SHA-512 (credentials live in the cluster metadata).
+            "sasl.enabled.mechanisms=SCRAM-SHA-512",
+            "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
+            "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config="
+            f'org.apache.kafka.common.security.scram.ScramLoginModule required username="broker" password="{pw}";',
+            # The controller listener cannot use SCRAM (its credentials are in the metadata it
+            # serves): PLAIN with one static principal, on loopback only.
+            "sasl.mechanism.controller.protocol=PLAIN",
+            "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config="
+            f'org.apache.kafka.common.security.plain.PlainLoginModule required username="broker" password="{pw}" '
+            f'user_broker="{pw}";',
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found=false",
+            "super.users=User:broker",
+        ]
+
     def _write_config(self) -> Path:
         self.home.mkdir(parents=True, exist_ok=True)
         cfg = self.home / "server.properties"
         ctl = self.port + 1
-        cfg.write_text("\n".join([
+        lines = [
             "process.roles=broker,controller",
             f"node.id={self.node_id}",
             f"controller.quorum.voters={self.voters or f'{self.node_id}@localhost:{ctl}'}",
-            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{ctl}",
-            f"advertised.listeners=PLAINTEXT://localhost:{self.port}",
+            *self._listener_config(ctl),
             "controller.listener.names=CONTROLLER",
-            "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             f"log.dirs={self.home / 'data'}",
             "num.partitions=1",
             f"offsets.topic.replication.factor={self.replication}",
@@ -220,7 +283,11 @@ class LocalBroker:
             "log.retention.hours=168",
             "log.cleaner.dedupe.buffer.size=16777216",
             "",
-        ]))
+        ]
+        if self.secure:
+            _write_secret(cfg, "\n".join(lines))
+        else:
+            cfg.write_text("\n".join(lines))
         (self.home / "log4j.properties").write_text(_LOG4J.format(log=self.logfile))
         return cfg
 
@@ -249,9 +316,13 @@ class LocalBroker:
         cfg = self._write_config()
         if not (self.home / "data" / "meta.properties").exists():
             cluster_id = self.cluster_id or _kafka_cluster_id()
+            scram = []
+            if self.secure:
+                for name, pw in self.credentials().items():
+                    scram += ["--add-scram", f"SCRAM-SHA-512=[name={name},password={pw}]"]
             proc = subprocess.run(
                 self._java(classpath, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                           "-c", str(cfg), "--ignore-formatted"),
+                           "-c", str(cfg), "--ignore-formatted", *scram),
                 capture_output=True, text=True,
             )
             if proc.returncode != 0:
@@ -275,8 +346,10 @@ class LocalBroker:
                 raise BrokerError(f"Kafka exited with code {proc_.returncode} while starting:\n{self._tail()}")
             if proc_ is None and self.pid() is None:
                 raise BrokerError(f"Kafka node {self.node_id} exited while starting:\n{self._tail()}")
-            if port_open("127.0.0.1", self.port) and _metadata_ok(self.bootstrap) \
-                    and _coordinator_ok(self.bootstrap):
+            if port_open("127.0.0.1", self.port) and _metadata_ok(self.client_config()) \
+                    and _coordinator_ok(self.client_config()):
+                if self.secure:
+                    grant_admin(self)
                 return self.status()
             time.sleep(0.3)
         self.stop()
@@ -329,21 +402,37 @@ def _kafka_cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-def _metadata_ok(bootstrap: str) -> bool:
+def _write_secret(path: Path, text: str) -> None:
+    """Write a file only its owner can read (created that way: never briefly world-readable)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def grant_admin(broker: "LocalBroker") -> None:
+    """As the super user, give ``admin`` what operators need (idempotent): manage users, ACLs and
+    topics, read every topic; the audit topic's protection is added per deployment by
+    ``security.protect_audit`` (``shunter topics create`` does it)."""
+    from shunter.connectors.security import admin_bindings, apply_bindings
+
+    apply_bindings(broker.client_config("broker"), admin_bindings())
+
+
+def _metadata_ok(conf: dict[str, object]) -> bool:
     from confluent_kafka.admin import AdminClient
 
     try:
-        AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=2)
+        AdminClient(dict(conf)).list_topics(timeout=2)
         return True
     except Exception:  # noqa: BLE001 - any failure means "not ready yet"
         return False
 
 
-def _coordinator_ok(bootstrap: str) -> bool:
+def _coordinator_ok(conf: dict[str, object]) -> bool:
     """The group coordinator answers (a fresh broker creates __consumer_offsets on first use)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "shunter-broker-probe"})
+    consumer = Consumer({**conf, "group.id": "shunter-broker-probe"})
     try:
         consumer.committed([TopicPartition("__shunter_probe", 0)], timeout=3)
         return True

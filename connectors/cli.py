@@ -14,6 +14,8 @@ from typing import Any, Callable
 from shunter.policies.errors import ShunterError
 
 
+
+
 def _print(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=False, default=str))
 
@@ -30,9 +32,19 @@ def cmd_broker(args: argparse.Namespace) -> int:
         return 0
     from shunter.connectors.broker import LocalCluster
 
-    broker: Any = LocalCluster(port=args.port, nodes=args.nodes) if args.nodes > 1 else LocalBroker(port=args.port)
+    if args.secure and args.nodes > 1:
+        print("shunter broker: --secure runs one node (a secure three-node cluster is not built yet)", file=sys.stderr)
+        return 2
+    from shunter.connectors.demo import SECURE_PORT
+
+    port = args.port or (SECURE_PORT if args.secure else 9092)
+    broker: Any = LocalCluster(port=port, nodes=args.nodes) if args.nodes > 1 else LocalBroker(port=port, secure=args.secure)
     if args.action == "start":
-        _print(broker.start())
+        st = broker.start()
+        if args.secure:
+            st["operator"] = {"SHUNTER_BOOTSTRAP_SERVERS": broker.bootstrap, "SHUNTER_SASL_USERNAME": "admin",
+                              "SHUNTER_SASL_PASSWORD_FILE": str(broker.admin_password_file)}
+        _print(st)
     elif args.action == "stop":
         print("stopped" if broker.stop() else "no broker was running")
     elif args.action == "wipe":
@@ -49,8 +61,47 @@ def cmd_topics(args: argparse.Namespace) -> int:
     from shunter.streams.settings import Settings
     from shunter.streams.topics import create_topics
 
-    _print(create_topics(Settings.from_env()))
+    settings = Settings.from_env()
+    result: dict[str, Any] = dict(create_topics(settings))
+    if settings.secure:
+        from shunter.connectors.security import protect_audit
+
+        protect_audit(settings)
+        result["audit topic"] = "delete and alter denied to every principal"
+    _print(result)
     return 0
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    from shunter.connectors import security
+    from shunter.streams.settings import Settings
+
+    settings = Settings.from_env()
+    if args.action == "create":
+        if not args.name or not args.role:
+            print("shunter users create needs NAME and --role", file=sys.stderr)
+            return 2
+        _print(security.create_user(settings, args.name, args.role, args.tenant or "",
+                                    password_file=Path(args.password_file) if args.password_file else None))
+    elif args.action == "delete":
+        security.delete_user(settings, args.name)
+        print(f"deleted {args.name} and its ACLs")
+    else:
+        _print(security.list_users(settings))
+    return 0
+
+
+def cmd_security(args: argparse.Namespace) -> int:
+    from shunter.connectors import security
+    from shunter.streams.settings import Settings
+
+    say = (lambda m: print(m, file=sys.stderr)) if args.json else print
+    doc = security.probe(Settings.from_env(), wait_s=args.wait, say=say)
+    if args.json:
+        _print(doc)
+    else:
+        print("every attempt was denied" if doc["all_denied"] else "SOME ATTEMPTS WERE ALLOWED")
+    return 0 if doc["all_denied"] else 1
 
 
 # ---------------------------------------------------------------------------------- processes
@@ -348,7 +399,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 0
     opts = DemoOptions(tasks=args.tasks, utilization=args.utilization, time_scale=args.time_scale,
                        seed=args.seed, json=args.json, keep_broker=args.keep_broker, keep_running=args.keep_running,
-                       chaos=args.chaos)
+                       chaos=args.chaos, secure=args.secure)
     summary = run_demo(opts)
     if args.json:
         print(json.dumps(summary))
@@ -356,7 +407,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print("\nShunter demo summary")
         for k, v in summary.items():
             print(f"  {k:>14}: {v}")
-    return 0 if summary["lost"] == 0 else 1
+    ok = summary["lost"] == 0 and summary.get("security_probe", {}).get("all_denied", True)
+    return 0 if ok else 1
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -418,12 +470,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = add("broker", cmd_broker, "run a local single-node Kafka (KRaft); no Docker needed")
     b.add_argument("action", choices=["start", "stop", "status", "wipe"])
-    b.add_argument("--port", type=int, default=9092)
+    b.add_argument("--port", type=int, default=0, help="client port (default 9092; 9096 with --secure)")
+    b.add_argument("--secure", action="store_true", help="SASL/SCRAM-SHA-512, the KRaft authorizer, deny by "
+                   "default; prints the operator (admin) credentials' file")
     b.add_argument("--nodes", type=int, default=1, help="3 runs a three-broker KRaft cluster with replication 3 "
                    "(then set SHUNTER_REPLICATION=3 and SHUNTER_BOOTSTRAP_SERVERS to its bootstrap)")
 
-    t = add("topics", cmd_topics, "create Shunter's topics (idempotent)")
+    t = add("topics", cmd_topics, "create Shunter's topics (idempotent); on a secure broker also protect the audit topic")
     t.add_argument("action", choices=["create"])
+
+    us = add("users", cmd_users, "manage principals on a secure broker: SCRAM credentials plus their role's ACLs")
+    us.add_argument("action", choices=["create", "delete", "list"])
+    us.add_argument("name", nargs="?")
+    us.add_argument("--role", choices=["tenant", "worker", "scheduler", "auditor"])
+    us.add_argument("--tenant", help="with --role tenant: the tenant whose task topic it may write")
+    us.add_argument("--password-file", help="where to write the generated password (default: the state folder)")
+
+    sc = add("security", cmd_security, "try every forbidden action against a secure broker and report")
+    sc.add_argument("action", choices=["probe"])
+    sc.add_argument("--json", action="store_true")
+    sc.add_argument("--wait", type=float, default=30.0, help="how long to wait for the scheduler to refuse a spoof")
 
     s = add("scheduler", cmd_scheduler, "run the scheduler (a Faust worker)")
     s.add_argument("--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"])
@@ -527,6 +593,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--stop", action="store_true", help="stop what a --keep-running demo left running")
     d.add_argument("--chaos", action="store_true", help="kill the scheduler once, kill a worker once, pause a "
                    "worker past its lease; report reassignments and rejected stale completions")
+    d.add_argument("--secure", action="store_true", help="on a SASL/SCRAM broker with least-privilege ACLs: a "
+                   "principal per role and per tenant, tenant-bound task topics; ends with `security probe`")
     return p
 
 

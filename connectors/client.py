@@ -34,7 +34,7 @@ def now_ms() -> int:
 def producer(settings: Settings, **extra: Any) -> Producer:
     """A producer whose key -> partition mapping matches Faust's and Java's (murmur2), so a cell's
     messages land in the same partition whoever sends them."""
-    conf = {"bootstrap.servers": settings.bootstrap, "linger.ms": 2, "enable.idempotence": True, "acks": "all",
+    conf = {**settings.kafka_config(), "linger.ms": 2, "enable.idempotence": True, "acks": "all",
             "partitioner": "murmur2_random"}
     conf.update(extra)
     return Producer(conf)
@@ -60,14 +60,21 @@ class ShunterClient:
         self.scheduler_url = scheduler_url or f"http://127.0.0.1:{self.settings.web_port}"
         self._producer = producer(self.settings)
 
-    def submit(self, task_type: str, *, tenant: str = "default", cell: str = "default",
+    def submit(self, task_type: str, *, tenant: str | None = None, cell: str = "default",
                priority: str | Priority = "medium", deadline_s: float | None = None,
                cpu: float = 1.0, gpu: int = 0, gpu_memory_gb: float = 0.0, memory_gb: float = 0.0,
                cost_tolerance: float | None = None, governance_tags: Iterable[str] = (),
                size_features: dict[str, float] | None = None, runtime_hint_s: float | None = None,
                idempotency_key: str | None = None, batch_key: str | None = None, max_attempts: int = 3,
                payload: bytes = b"", task_id: str | None = None, submitted_at_ms: int | None = None) -> str:
-        """Publish a TaskSubmitted; returns the task id (the same one for the same idempotency key)."""
+        """Publish a TaskSubmitted; returns the task id (the same one for the same idempotency key).
+
+        ``tenant`` defaults to the settings' tenant (``SHUNTER_TENANT``), else "default". When
+        tenants have topics of their own, the submission goes to its tenant's topic."""
+        tenant = tenant or self.settings.tenant or "default"
+        if self.topics.tenants and tenant not in self.topics.tenants:
+            raise ValueError(f"tenant {tenant!r} has no task topic here; SHUNTER_TENANTS lists "
+                             f"{', '.join(self.topics.tenants)}")
         if task_id is None:
             task_id = str(uuid.uuid5(_NAMESPACE, f"{tenant}/{idempotency_key}")) if idempotency_key else str(uuid.uuid4())
         at = submitted_at_ms or now_ms()
@@ -81,11 +88,13 @@ class ShunterClient:
             "idempotency_key": idempotency_key, "batch_key": batch_key, "max_attempts": max_attempts,
             "payload": payload, "submitted_at_ms": at,
         }
-        self._produce(self.topics.tasks, cell, CODEC.encode("TaskSubmitted", record))
+        self._produce(self.topics.submit_topic(tenant), cell, CODEC.encode("TaskSubmitted", record))
         return task_id
 
     def cancel(self, task_id: str, cell: str = "default", reason: str = "cancelled by user") -> None:
-        self._produce(self.topics.tasks, cell, CODEC.encode("TaskCancelled", {
+        # A tenant cancels through its own topic; the scheduler checks that the task is that tenant's.
+        topic = self.topics.submit_topic(self.settings.tenant) if self.settings.tenant else self.topics.tasks
+        self._produce(topic, cell, CODEC.encode("TaskCancelled", {
             "task_id": task_id, "cell": cell, "reason": reason, "requested_at_ms": now_ms()}))
         self.flush()
 
@@ -202,7 +211,7 @@ class StatusTracker:
             return sum(1 for t in ids if t in self.latest and self.latest[t]["state"] in TaskState.TERMINAL)
 
     def _run(self) -> None:
-        consumer = Consumer({"bootstrap.servers": self.settings.bootstrap, "group.id": f"shunter-status-{uuid.uuid4().hex[:8]}",
+        consumer = Consumer({**self.settings.kafka_config(), "group.id": f"shunter-status-{uuid.uuid4().hex[:8]}",
                              "enable.auto.commit": False})
         try:
             meta = consumer.list_topics(self.topic, timeout=30)

@@ -21,12 +21,19 @@ from pathlib import Path
 from typing import Any
 
 from shunter.connectors.broker import LocalBroker, state_dir
+from shunter.connectors.security import create_user, protect_audit
+from shunter.connectors.security import probe as security_probe
 from shunter.connectors.client import ShunterClient, StatusTracker
 from shunter.policies.model import TaskState
 from shunter.policies.workloads import CLUSTER, at_utilization, seed_mix
 from shunter.streams.reader import read_records
+from shunter.streams.errors import BrokerError
 from shunter.streams.settings import Settings
 from shunter.streams.topics import TopicNames, create_topics
+
+
+SECURE_PORT = 9096
+"""Where ``demo --secure`` runs its secure broker (the plaintext one stays on 9092)."""
 
 
 @dataclass
@@ -40,6 +47,11 @@ class DemoOptions:
     keep_broker: bool = False
     keep_running: bool = False
     chaos: bool = False
+    secure: bool = False
+
+
+SECURE_TENANTS = ("acme", "globex")
+"""``demo --secure`` submits as these two tenants, each with its own principal and task topic."""
 
 
 def _say(opts: DemoOptions, msg: str) -> None:
@@ -129,29 +141,45 @@ def run_demo(opts: DemoOptions, settings: Settings | None = None) -> dict[str, A
         settings = settings.with_(lease_s=4.0, heartbeat_interval_s=0.5, heartbeat_timeout_s=2.0)
     broker = None
     started_broker = False
+    if opts.secure and settings.external_broker:
+        raise BrokerError("demo --secure runs its own local secure broker; unset SHUNTER_BOOTSTRAP_SERVERS")
     if not settings.external_broker:
-        broker = LocalBroker()
+        broker = LocalBroker(port=SECURE_PORT, secure=True) if opts.secure else LocalBroker()
         started_broker = not broker.status()["running"]
-        _say(opts, f"broker: {'starting' if started_broker else 'reusing'} local Kafka on {broker.bootstrap}")
+        _say(opts, f"broker: {'starting' if started_broker else 'reusing'} local "
+                   f"{'secure (SASL/SCRAM, ACLs) ' if opts.secure else ''}Kafka on {broker.bootstrap}")
         broker.start()
-    create_topics(settings)
-    run_dir = state_dir() / "demo"
+    run_dir = state_dir() / ("demo-secure" if opts.secure else "demo")
     run_dir.mkdir(parents=True, exist_ok=True)
+    principals = {"scheduler": settings, "worker": settings, **{t: settings for t in SECURE_TENANTS}}
+    if opts.secure:
+        assert broker is not None
+        settings = settings.with_(bootstrap_servers=broker.bootstrap, tenants=SECURE_TENANTS,
+                                  topic_prefix="secure.", app_id="shunter-secure").as_principal(
+            "admin", broker.credentials()["admin"])
+        principals = _make_principals(opts, settings, run_dir)
+    create_topics(settings)
+    if opts.secure:
+        protect_audit(settings)
     procs = Processes(run_dir)
-    env = settings.to_env()
     total_workers = sum(p.workers for p in CLUSTER)
     try:
         _say(opts, f"starting the scheduler and {total_workers} workers in {len(CLUSTER)} pools (logs in {run_dir})")
-        procs.spawn("scheduler", ["scheduler"], env)
+        procs.spawn("scheduler", ["scheduler"], principals["scheduler"].to_env())
         for p in CLUSTER:
             procs.spawn(f"workers-{p.name}", [
                 "worker", "--pool", p.name, "--count", str(p.workers), "--slots", str(p.slots),
                 "--gpu", str(p.gpu), "--gpu-memory-gb", str(p.gpu_memory_gb), "--id-prefix", "demo",
-                "--time-scale", str(opts.time_scale)], env)
+                "--time-scale", str(opts.time_scale)], principals["worker"].to_env())
         wait_for_workers(settings, total_workers, procs)
-        summary = _replay(opts, settings, procs)
+        summary = _replay(opts, settings, procs, principals)
         _snapshot_metrics(settings, run_dir)
         summary["metrics_snapshot"] = str(run_dir / "metrics.txt")
+        if opts.secure:
+            _say(opts, "security probe: every forbidden action, tried for real")
+            probe = security_probe(settings, say=lambda m: _say(opts, m))
+            summary["security_probe"] = {"attempts": len(probe["attempts"]), "all_denied": probe["all_denied"],
+                                         "allowed": [a["action"] for a in probe["attempts"] if not a["denied"]]}
     except BaseException:
         opts.keep_running = False
         raise
@@ -167,6 +195,19 @@ def run_demo(opts: DemoOptions, settings: Settings | None = None) -> dict[str, A
                 _say(opts, "stopping the broker this demo started")
                 broker.stop()
     return summary
+
+
+def _make_principals(opts: DemoOptions, admin: Settings, run_dir: Path) -> dict[str, Settings]:
+    """One principal per role (and per tenant), each with its password in a file of its own."""
+    out: dict[str, Settings] = {}
+    wanted = [("scheduler", "scheduler", ""), ("worker", "worker", ""), *[(t, "tenant", t) for t in SECURE_TENANTS]]
+    for key, role, tenant in wanted:
+        user = f"demo-{key}"
+        made = create_user(admin, user, role, tenant, password_file=run_dir / "credentials" / f"{user}.password")
+        password = Path(made["password_file"]).read_text()
+        out[key] = admin.as_principal(user, password, tenant).with_(sasl_password_file=made["password_file"])
+    _say(opts, f"principals: {', '.join(f'demo-{k}' for k in out)} (passwords in {run_dir / 'credentials'})")
+    return out
 
 
 def _snapshot_metrics(settings: Settings, run_dir: Path) -> None:
@@ -239,10 +280,12 @@ class Chaos:
         _say(self.opts, f"  chaos: {what}")
 
 
-def _replay(opts: DemoOptions, settings: Settings, procs: Processes) -> dict[str, Any]:
+def _replay(opts: DemoOptions, settings: Settings, procs: Processes,
+            principals: dict[str, Settings]) -> dict[str, Any]:
     items = at_utilization(seed_mix(opts.tasks, opts.seed), opts.utilization)
     tracker = StatusTracker(settings).start()
-    client = ShunterClient(settings)
+    tenants = SECURE_TENANTS if opts.secure else ("demo",)
+    clients = {t: ShunterClient(principals[t]) if opts.secure else ShunterClient(settings) for t in tenants}
     ids: list[str] = []
     t0 = time.monotonic()
     last = 0.0
@@ -255,13 +298,15 @@ def _replay(opts: DemoOptions, settings: Settings, procs: Processes) -> dict[str
             task = item.to_task()
             payload = json.dumps({"runtime_s": item.true_runtime_s}).encode()
             deadline = None if item.deadline_s is None else item.deadline_s / opts.time_scale
-            ids.append(client.submit(task.task_type, tenant="demo", priority=task.priority, deadline_s=deadline,
-                                     size_features=task.size_features, payload=payload))
+            tenant = tenants[len(ids) % len(tenants)]
+            ids.append(clients[tenant].submit(task.task_type, tenant=tenant, priority=task.priority,
+                                              deadline_s=deadline, size_features=task.size_features, payload=payload))
             if time.monotonic() - last > 2:
                 last = time.monotonic()
                 _say(opts, f"  submitted {len(ids)}/{len(items)}, finished {tracker.terminal(ids)}")
             chaos.at(len(ids) / len(items))
-        client.flush()
+        for client in clients.values():
+            client.flush()
         deadline_at = time.monotonic() + opts.timeout_s
         while tracker.terminal(ids) < len(ids) and time.monotonic() < deadline_at:
             procs.check()

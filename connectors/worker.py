@@ -82,7 +82,7 @@ class ShunterWorker:
     # --------------------------------------------------------------------------------- lifecycle
     def start(self) -> "ShunterWorker":
         self._consumer = Consumer({
-            "bootstrap.servers": self.settings.bootstrap,
+            **self.settings.kafka_config(),
             "group.id": f"shunter-worker-{self.spec.worker_id}",
             "enable.auto.commit": True, "enable.auto.offset.store": False,
             "auto.offset.reset": "latest",

@@ -39,7 +39,7 @@ class Effects:
     assignments: list[dict[str, Any]] = field(default_factory=list)
     statuses: list[dict[str, Any]] = field(default_factory=list)
     audits: list[dict[str, Any]] = field(default_factory=list)
-    deadletters: list[tuple[str, str]] = field(default_factory=list)
+    deadletters: list[tuple[str | None, str]] = field(default_factory=list)
     """(task id, reason) of inputs refused; the agent adds the original bytes."""
     tasks: set[str] = field(default_factory=set)
     workers: set[str] = field(default_factory=set)
@@ -68,12 +68,25 @@ class CellTiming:
     heartbeat_timeout_s: float = 5.0
 
 
+def _idem(task: Task) -> tuple[str, str]:
+    """Idempotency keys are per tenant: one tenant can never claim another's key."""
+    return task.tenant, task.idempotency_key or ""
+
+
+def _within(x: float | None, low: float, high: float) -> bool:
+    """``low <= x <= high`` for a real number (NaN is never within anything)."""
+    return x is None or low <= x <= high
+
+
 def validate_task(task: Task, now_ms: int) -> str | None:
     """Why a schema-valid submission is still absurd, or None. Such tasks are dead-lettered."""
-    if not task.task_id or len(task.task_id) > 256:
-        return "task_id must be 1 to 256 characters"
-    if not task.tenant or len(task.tenant) > 128:
-        return "tenant must be 1 to 128 characters"
+    for name, value, most in (("task_id", task.task_id, 256), ("tenant", task.tenant, 128),
+                              ("task_type", task.task_type, 128), ("cell", task.cell, 128)):
+        if not value or len(value) > most:
+            return f"{name} must be 1 to {most} characters"
+    for name, text in (("idempotency_key", task.idempotency_key), ("batch_key", task.batch_key)):
+        if text is not None and len(text) > 256:
+            return f"{name} must be at most 256 characters"
     if task.deadline_ms is not None:
         if task.deadline_ms <= task.submitted_at_ms:
             return "deadline is not after the submission time"
@@ -83,14 +96,46 @@ def validate_task(task: Task, now_ms: int) -> str | None:
             return "deadline is more than 30 days after submission"
     if task.runtime_hint_s is not None and not (0 < task.runtime_hint_s <= MAX_HINT_S):
         return "runtime_hint_s must be > 0 and at most 7 days"
-    if task.resources.cpu < 0 or task.resources.gpu < 0 or task.resources.gpu_memory_gb < 0:
+    r = task.resources
+    if min(r.cpu, r.gpu, r.gpu_memory_gb, r.memory_gb) < 0:
         return "resource hints must not be negative"
+    if not (_within(r.cpu, 0, 1024) and _within(r.gpu, 0, 64) and _within(r.gpu_memory_gb, 0, 4096)
+            and _within(r.memory_gb, 0, 65536)):
+        return "resource hints out of range (cpu <= 1024, gpu <= 64, gpu_memory_gb <= 4096, memory_gb <= 65536)"
+    if not _within(task.cost_tolerance, 0, 1e6):
+        return "cost_tolerance must be 0 to 1e6"
     if task.max_attempts < 1 or task.max_attempts > 100:
         return "max_attempts must be 1 to 100"
     if len(task.governance_tags) > 64 or len(task.size_features) > 64:
         return "at most 64 governance tags and 64 size features"
-    if any(v != v or v < 0 for v in task.size_features.values()):
-        return "size features must be non-negative numbers"
+    if any(not tag or len(tag) > 64 for tag in task.governance_tags) or any(len(k) > 64 for k in task.size_features):
+        return "governance tags and size feature names must be 1 to 64 characters"
+    if any(not _within(v, 0, 1e12) for v in task.size_features.values()):
+        return "size features must be numbers from 0 to 1e12"
+    return None
+
+
+def validate_heartbeat(hb: dict[str, Any]) -> str | None:
+    """Why a schema-valid heartbeat is still absurd, or None (it is dead-lettered)."""
+    if not hb["worker_id"] or len(hb["worker_id"]) > 256 or not hb["pool"] or len(hb["pool"]) > 64:
+        return "worker_id must be 1 to 256 and pool 1 to 64 characters"
+    if not 1 <= hb["slots"] <= 1024 or not 0 <= hb.get("free_slots", 0) <= hb["slots"]:
+        return "slots must be 1 to 1024 and free_slots 0 to slots"
+    if len(hb.get("in_flight") or ()) > hb["slots"] or len(hb.get("labels") or ()) > 64:
+        return "more tasks in flight than slots, or more than 64 labels"
+    if any(not _within(v, 0, 1e6) for v in (hb.get("resources") or {}).values()):
+        return "resources must be numbers from 0 to 1e6"
+    return None
+
+
+def validate_completion(c: dict[str, Any]) -> str | None:
+    """Why a schema-valid completion is still absurd, or None (it is dead-lettered)."""
+    if not _within(float(c["runtime_s"]), 0, MAX_HINT_S):
+        return "runtime_s must be 0 to 7 days"
+    if c["epoch"] < 1:
+        return "epoch must be at least 1"
+    if c.get("error") is not None and len(c["error"]) > 4096:
+        return "error must be at most 4096 characters"
     return None
 
 
@@ -159,7 +204,7 @@ class Cell:
         fx = Effects()
         if task.task_id in self.tasks:
             return fx
-        if task.idempotency_key and task.idempotency_key in self.by_idempotency_key:
+        if task.idempotency_key and _idem(task) in self.by_idempotency_key:
             return fx
         rec = TaskRecord(task=task, updated_at_ms=now_ms)
         problem = validate_task(task, now_ms)
@@ -170,7 +215,7 @@ class Cell:
             return fx
         self.tasks[task.task_id] = rec
         if task.idempotency_key:
-            self.by_idempotency_key[task.idempotency_key] = task.task_id
+            self.by_idempotency_key[_idem(task)] = task.task_id
         fx.tasks.add(task.task_id)
         if self.forecast is not None:
             self._advance_forecast(now_ms, fx)
@@ -192,6 +237,19 @@ class Cell:
         self._enqueue(rec)
         fx.statuses.append(rec.to_status())
         self._dispatch(now_ms, fx)
+        return fx
+
+    def refuse(self, task_id: str, reason: str, now_ms: int) -> Effects:
+        """Input from a principal not entitled to it (a tenant submitting as another): audited and
+        dead-lettered, and nothing else: the task id is not taken, so a spoof cannot squat it."""
+        fx = Effects()
+        fx.deadletters.append((task_id, reason))
+        if self.explain:
+            fx.audits.append(self.chain.seal({
+                "cell": self.name, "action": "refuse", "task_id": task_id, "worker_id": None, "pool": None,
+                "epoch": 0, "reason": reason, "policy_version": self.policy.version,
+                "model_version": self.estimator.version, "mode": self.policy.mode, "strategy": self.strategy.name,
+                "candidates": [], "shadow_choice": None, "decided_at_ms": now_ms}))
         return fx
 
     def review(self, task_id: str, approve: bool, reviewer: str, note: str, now_ms: int) -> Effects:
@@ -242,6 +300,10 @@ class Cell:
 
     def heartbeat(self, hb: dict[str, Any], now_ms: int) -> Effects:
         fx = Effects()
+        problem = validate_heartbeat(hb)
+        if problem is not None:
+            fx.deadletters.append((None, problem))
+            return fx
         wid = hb["worker_id"]
         fresh = Worker.from_heartbeat(hb, now_ms)
         w = self.workers.get(wid)
@@ -268,6 +330,10 @@ class Cell:
     def complete(self, c: dict[str, Any], now_ms: int) -> Effects:
         fx = Effects()
         tid, wid, epoch = c["task_id"], c["worker_id"], int(c["epoch"])
+        problem = validate_completion(c)
+        if problem is not None:
+            fx.deadletters.append((tid, problem))
+            return fx
         rec = self.tasks.get(tid)
         if rec is None:
             fx.deadletters.append((tid, "completion for a task this cell does not know"))
@@ -719,7 +785,7 @@ class Cell:
         for rec in tasks:
             self.tasks[rec.task.task_id] = rec
             if rec.task.idempotency_key:
-                self.by_idempotency_key[rec.task.idempotency_key] = rec.task.task_id
+                self.by_idempotency_key[_idem(rec.task)] = rec.task.task_id
             if rec.state == TaskState.PENDING and not rec.held_for_review:
                 self._enqueue(rec)
         for w in workers:
@@ -734,9 +800,9 @@ class Cell:
         """Forget terminal tasks that finished before ``before_ms``; returns their ids."""
         gone = [tid for tid, r in self.tasks.items() if r.terminal and (r.finished_at_ms or 0) < before_ms]
         for tid in gone:
-            key = self.tasks.pop(tid).task.idempotency_key
-            if key:
-                self.by_idempotency_key.pop(key, None)
+            task = self.tasks.pop(tid).task
+            if task.idempotency_key:
+                self.by_idempotency_key.pop(_idem(task), None)
         return gone
 
     def forget(self, task_id: str) -> None:
@@ -745,7 +811,7 @@ class Cell:
         if rec is not None and rec.terminal:
             del self.tasks[task_id]
             if rec.task.idempotency_key:
-                self.by_idempotency_key.pop(rec.task.idempotency_key, None)
+                self.by_idempotency_key.pop(_idem(rec.task), None)
 
     def pending_in_order(self, limit: int | None = None) -> list[TaskRecord]:
         return [self.tasks[t] for t in self.queue.in_order(limit)]

@@ -80,6 +80,9 @@ def create_app(settings: Settings) -> tuple[faust.App, SchedulerTopics, Schedule
         # back at once instead of waiting out the dead member's session and rebalancing twice.
         consumer_group_instance_id=f"{settings.app_id}-{socket.gethostname()}-{settings.web_port}",
         Table=TrackedTable,
+        **({"broker_credentials": faust.SASLCredentials(
+            username=settings.sasl_username, password=settings.sasl_password,
+            mechanism=settings.sasl_mechanism)} if settings.secure else {}),
     )
     names = TopicNames(settings)
 
@@ -88,7 +91,8 @@ def create_app(settings: Settings) -> tuple[faust.App, SchedulerTopics, Schedule
                          partitions=settings.partitions, internal=False)
 
     topics = SchedulerTopics(
-        inputs=raw(names.tasks, names.heartbeats, names.completions),
+        inputs=raw(names.tasks, names.heartbeats, names.completions,
+                   *(names.tenant_tasks(t) for t in settings.tenants)),
         tasks=raw(names.tasks),
         assignments=raw(names.assignments),
         task_status=raw(names.task_status),

@@ -19,7 +19,7 @@ from shunter.streams.settings import Settings
 
 def _consumer(settings: Settings) -> Consumer:
     return Consumer({
-        "bootstrap.servers": settings.bootstrap,
+        **settings.kafka_config(),
         "group.id": f"shunter-reader-{uuid.uuid4().hex[:8]}",
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",

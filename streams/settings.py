@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from shunter.streams.errors import BrokerError
 
 
+TENANT_NAME = re.compile(r"[A-Za-z0-9_-]{1,48}")
+
+
 def _env(name: str, default: str) -> str:
     return os.environ.get(f"SHUNTER_{name}", default)
+
+
+def _password() -> str:
+    """The SASL password: from the file SHUNTER_SASL_PASSWORD_FILE names (preferred: secrets stay
+    out of process listings), else SHUNTER_SASL_PASSWORD."""
+    path = _env("SASL_PASSWORD_FILE", "")
+    if path:
+        try:
+            return open(os.path.expanduser(path)).read().strip()
+        except OSError as exc:
+            raise BrokerError(f"cannot read SHUNTER_SASL_PASSWORD_FILE {path}: {exc.strerror}") from exc
+    return _env("SASL_PASSWORD", "")
 
 
 @dataclass(frozen=True)
@@ -38,6 +54,17 @@ class Settings:
     """Cells this deployment serves; empty means any. Messages for other cells are dead-lettered."""
     max_message_bytes: int = 1024 * 1024
     replication: int = 1
+    sasl_username: str = ""
+    """Authenticate to Kafka with SASL/SCRAM as this principal (empty: no authentication)."""
+    sasl_password: str = field(default="", repr=False)
+    sasl_password_file: str = ""
+    """Where the password came from, if a file: handed to child processes instead of the secret."""
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    tenants: tuple[str, ...] = ()
+    """Tenants with a task topic of their own (``<prefix>tasks.<tenant>``). When set, the scheduler
+    reads those topics and binds each submission to its topic's tenant; clients write there."""
+    tenant: str = ""
+    """The tenant this process submits as (a tenant's credentials may write only its own topic)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -45,6 +72,12 @@ class Settings:
             raise BrokerError(f"SHUNTER_PARTITIONS must be at least 1, got {self.partitions}.")
         if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
             raise BrokerError("SHUNTER_HEARTBEAT_TIMEOUT_S must exceed SHUNTER_HEARTBEAT_INTERVAL_S.")
+        for t in (*self.tenants, *([self.tenant] if self.tenant else [])):
+            if not TENANT_NAME.fullmatch(t):
+                raise BrokerError(f"tenant name {t!r} is not valid: use 1-48 letters, digits, '_' or '-'.")
+        if self.sasl_username and not self.sasl_password:
+            raise BrokerError(f"SHUNTER_SASL_USERNAME is {self.sasl_username!r} but no password is set "
+                              "(SHUNTER_SASL_PASSWORD_FILE or SHUNTER_SASL_PASSWORD).")
         if self.schema_registry_url:
             raise BrokerError(
                 "SHUNTER_SCHEMA_REGISTRY_URL is set, but Confluent framing is not implemented yet; "
@@ -59,6 +92,23 @@ class Settings:
     def external_broker(self) -> bool:
         """True when the user pointed Shunter at a cluster: then Shunter starts no broker."""
         return bool(self.bootstrap_servers)
+
+    @property
+    def secure(self) -> bool:
+        return bool(self.sasl_username)
+
+    def kafka_config(self) -> dict[str, Any]:
+        """librdkafka (confluent-kafka) settings to reach the broker, with credentials if any."""
+        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap}
+        if self.secure:
+            conf.update({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": self.sasl_mechanism,
+                         "sasl.username": self.sasl_username, "sasl.password": self.sasl_password})
+        return conf
+
+    def as_principal(self, username: str, password: str, tenant: str = "") -> "Settings":
+        """These settings, authenticated as another principal."""
+        return replace(self, sasl_username=username, sasl_password=password, sasl_password_file="",
+                       tenant=tenant or self.tenant)
 
     def with_(self, **changes: Any) -> "Settings":
         return replace(self, **changes)
@@ -81,6 +131,12 @@ class Settings:
             cells=tuple(c for c in _env("CELLS", "").split(",") if c),
             max_message_bytes=int(_env("MAX_MESSAGE_BYTES", str(1024 * 1024))),
             replication=int(_env("REPLICATION", "1")),
+            sasl_username=_env("SASL_USERNAME", ""),
+            sasl_password=_password(),
+            sasl_password_file=_env("SASL_PASSWORD_FILE", ""),
+            sasl_mechanism=_env("SASL_MECHANISM", "SCRAM-SHA-512"),
+            tenants=tuple(t for t in _env("TENANTS", "").split(",") if t),
+            tenant=_env("TENANT", ""),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -100,4 +156,10 @@ class Settings:
             "SHUNTER_CELLS": ",".join(self.cells),
             "SHUNTER_MAX_MESSAGE_BYTES": str(self.max_message_bytes),
             "SHUNTER_REPLICATION": str(self.replication),
+            "SHUNTER_TENANTS": ",".join(self.tenants),
+            "SHUNTER_TENANT": self.tenant,
+            "SHUNTER_SASL_USERNAME": self.sasl_username,
+            "SHUNTER_SASL_MECHANISM": self.sasl_mechanism,
+            **({"SHUNTER_SASL_PASSWORD_FILE": self.sasl_password_file} if self.sasl_password_file
+               else {"SHUNTER_SASL_PASSWORD": self.sasl_password} if self.sasl_password else {}),
         }

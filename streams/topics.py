@@ -49,6 +49,7 @@ class TopicNames:
 
     def __init__(self, settings: Settings) -> None:
         self.prefix = settings.topic_prefix
+        self.tenants = settings.tenants
 
     def __getattr__(self, short: str) -> str:
         wanted = short.replace("_", "-")
@@ -57,8 +58,20 @@ class TopicNames:
                 return self.prefix + spec.name
         raise AttributeError(short)
 
+    def tenant_tasks(self, tenant: str) -> str:
+        """A tenant's own task topic: only that tenant's principal may write it (security.py)."""
+        return f"{self.prefix}tasks.{tenant}"
+
+    def submit_topic(self, tenant: str) -> str:
+        """Where a submission of ``tenant`` goes: its own topic when tenants have topics."""
+        return self.tenant_tasks(tenant) if self.tenants else self.prefix + "tasks"
+
     def all(self) -> dict[str, TopicSpec]:
-        return {self.prefix + spec.name: spec for spec in TOPICS}
+        out = {self.prefix + spec.name: spec for spec in TOPICS}
+        for t in self.tenants:
+            out[self.tenant_tasks(t)] = TopicSpec(f"tasks.{t}", "cell", "TaskSubmitted | TaskCancelled",
+                                                  f"work asked for by tenant {t}", cell_keyed=True)
+        return out
 
 
 SCHEDULER_TABLES: Final = ("tasks", "workers", "cells")
@@ -75,7 +88,7 @@ def create_topics(settings: Settings, timeout: float = 30.0) -> dict[str, str]:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap})
+    admin = AdminClient({**settings.kafka_config()})
     existing = set(admin.list_topics(timeout=timeout).topics)
     result: dict[str, str] = {}
     wanted = []
