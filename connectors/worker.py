@@ -203,12 +203,14 @@ class ShunterWorker:
 
 def demo_runner(pool: str, time_scale: float = 1.0, rng: random.Random | None = None) -> TaskRunner:
     """Runs demo tasks: sleeps for the payload's true runtime on this pool (divided by
-    ``time_scale``), or fails if the payload says so. The scheduler never reads payloads."""
+    ``time_scale``), or fails if the payload says so. The scheduler never reads payloads.
+    ``runtime_s`` is seconds per pool (``{"cpu": 2.0, "gpu_small": 0.5}``) or one number for all."""
     rng = rng or random.Random()
 
     def run(a: dict[str, Any]) -> Outcome:
         spec = json.loads(a["payload"] or b"{}")
-        runtime = float(spec.get("runtime_s", {}).get(pool, 0.01)) / time_scale
+        given = spec.get("runtime_s", 0.01)
+        runtime = float(given.get(pool, 0.01) if isinstance(given, dict) else given) / time_scale
         time.sleep(max(0.0, runtime))
         if rng.random() < float(spec.get("fail_p", 0.0)):
             return False, "demo failure (payload fail_p)"

@@ -43,7 +43,8 @@ def _broker_ports() -> int:
 
 
 SESSION: dict[str, LocalBroker] = {}
-"""The session's own broker, for scenarios that restart it."""
+"""The session's own broker ("broker", for scenarios that restart it) and any other broker a test
+module runs ("secure"), so a killed run still stops them."""
 CHILDREN: list[subprocess.Popen[bytes]] = []
 """Every process the tests started, so a killed test run still stops them (by PID)."""
 
@@ -53,8 +54,7 @@ def _stop_children(*_: object) -> None:
         if p.poll() is None:
             p.send_signal(signal.SIGCONT)
             p.kill()
-    broker = SESSION.get("broker")
-    if broker is not None:
+    for broker in list(SESSION.values()):
         broker.stop(timeout=10)
 
 

@@ -101,6 +101,22 @@ def test_submission_is_idempotent_on_task_id_and_key():
     assert list(c.tasks) == ["t1"]
 
 
+def test_idempotency_keys_are_per_tenant():
+    c = cell()
+    assert c.submit(task("t1", key="k", tenant="acme"), T0)
+    assert c.submit(task("t2", key="k", tenant="globex"), T0), "another tenant's key must not block this one"
+    assert not c.submit(task("t3", key="k", tenant="globex"), T0)
+
+
+def test_a_refused_spoof_is_audited_and_deadlettered_but_takes_nothing():
+    c = cell()
+    fx = c.refuse("t1", "tenant mismatch: x", T0)
+    assert fx.deadletters == [("t1", "tenant mismatch: x")]
+    assert [(r["action"], r["task_id"]) for r in fx.audits] == [("refuse", "t1")]
+    assert "t1" not in c.tasks and not fx.statuses
+    assert c.submit(task("t1"), T0), "the task id stays free for its real owner"
+
+
 def test_cancel_pending_and_assigned():
     c = cell()
     c.submit(task("t1"), T0)
@@ -120,6 +136,35 @@ def test_absurd_submissions_are_deadlettered_with_reason():
     assert fx.deadletters == [("t1", "deadline is not after the submission time")]
     fx = c.submit(task("t2", hint=-3.0), T0)
     assert "runtime_hint_s" in fx.deadletters[0][1]
+    from dataclasses import replace
+
+    from shunter.policies.model import Resources
+
+    for i, (bad, why) in enumerate([
+            (replace(task(), resources=Resources(cpu=float("nan"))), "resource hints"),
+            (replace(task(), resources=Resources(gpu=10_000)), "resource hints"),
+            (replace(task(), task_type="x" * 500), "task_type"),
+            (replace(task(), governance_tags=("x" * 100,)), "governance tags"),
+            (replace(task(), size_features={"n": float("inf")}), "size features"),
+            (replace(task(), cost_tolerance=-1.0), "cost_tolerance")]):
+        fx = c.submit(replace(bad, task_id=f"bad{i}"), T0)
+        assert fx.deadletters and why in fx.deadletters[0][1], (why, fx.deadletters)
+
+
+def test_absurd_heartbeats_and_completions_are_deadlettered_and_change_nothing():
+    c = cell()
+    for bad, why in [({"slots": 0}, "slots"), ({"slots": 2, "free_slots": 5}, "free_slots"),
+                     ({"worker_id": "w" * 300}, "worker_id"),
+                     ({"in_flight": [{"task_id": f"t{i}", "epoch": 1} for i in range(3)]}, "in flight")]:
+        fx = c.heartbeat({**heartbeat("w1"), **bad}, T0)
+        assert fx.deadletters and why in fx.deadletters[0][1] and not c.workers
+    c.heartbeat(heartbeat("w1", slots=1), T0)
+    c.submit(task("t1"), T0)
+    for bad, why in [({"runtime_s": -1.0}, "runtime_s"), ({"runtime_s": float("nan")}, "runtime_s"),
+                     ({"epoch": 0}, "epoch")]:
+        fx = c.complete({**completion("t1", "w1", 1), **bad}, T0 + 1)
+        assert fx.deadletters and why in fx.deadletters[0][1]
+        assert c.tasks["t1"].state == TaskState.ASSIGNED
 
 
 def test_governance_that_allows_no_pool_rejects_at_once():

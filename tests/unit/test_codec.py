@@ -115,3 +115,70 @@ def test_compatibility_check_catches_a_breaking_change():
     broken = dict(released, fields=released["fields"] + [{"name": "new_required", "type": "string"}])
     result = ReaderWriterCompatibilityChecker().get_compatibility(_avro(broken), _avro(released))
     assert result.compatibility == SchemaCompatibilityType.incompatible
+
+
+def _min_size(schema, named) -> int:
+    """The fewest bytes an Avro value of ``schema`` can take on the wire."""
+    if isinstance(schema, str):
+        fixed = {"null": 0, "boolean": 1, "int": 1, "long": 1, "float": 4, "double": 8, "bytes": 1, "string": 1}
+        return fixed[schema] if schema in fixed else _min_size(named[schema.split(".")[-1]], named)
+    if isinstance(schema, list):
+        return 1 + min(_min_size(s, named) for s in schema)
+    kind = schema["type"]
+    if kind == "record":
+        return sum(_min_size(f["type"], named) for f in schema["fields"])
+    if kind in ("array", "map", "enum"):
+        return 1
+    if kind == "fixed":
+        return int(schema["size"])
+    return _min_size(kind, named)
+
+
+def _register(schema, named) -> None:
+    """Every named type (record, enum, fixed) defined anywhere in ``schema``, by short name."""
+    if isinstance(schema, list):
+        for s in schema:
+            _register(s, named)
+    elif isinstance(schema, dict):
+        if schema.get("type") in ("record", "enum", "fixed"):
+            named[schema["name"]] = schema
+        for f in schema.get("fields", ()):
+            _register(f["type"], named)
+        for key in ("items", "values"):
+            if key in schema:
+                _register(schema[key], named)
+
+
+def _collections(schema, path="", seen=None):
+    """Every array item and map value type in a schema, with where it is."""
+    if isinstance(schema, list):
+        for s in schema:
+            yield from _collections(s, path, seen)
+    elif isinstance(schema, dict):
+        if schema.get("type") == "record":
+            for f in schema["fields"]:
+                yield from _collections(f["type"], f"{path}.{f['name']}", seen)
+        elif schema.get("type") in ("array", "map"):
+            inner = schema["items"] if schema["type"] == "array" else schema["values"]
+            yield path, inner
+            yield from _collections(inner, path + "[]", seen)
+
+
+@pytest.mark.parametrize("name", sorted(CODEC.schemas))
+def test_no_schema_has_a_collection_of_zero_size_items(name):
+    """A decode bomb: an array of zero-byte items lets a few bytes claim billions of elements.
+    Every array item and map value must take at least one byte on the wire."""
+    from shunter.streams.codec import _schema_texts
+
+    texts = _schema_texts()
+    named: dict = {}
+    for text in texts.values():
+        _register(text, named)
+    for where, inner in _collections(texts[name], name):
+        assert _min_size(inner, named) >= 1, f"{where}: items can be zero bytes long"
+
+
+def test_the_bomb_check_catches_a_zero_size_array():
+    bomb = {"type": "record", "name": "Bomb", "fields": [{"name": "xs", "type": {"type": "array", "items": "null"}}]}
+    ((where, inner),) = list(_collections(bomb, "Bomb"))
+    assert _min_size(inner, {}) == 0

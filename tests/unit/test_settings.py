@@ -1,0 +1,36 @@
+"""Settings carry credentials without ever showing them."""
+
+import pytest
+
+from shunter.streams.errors import BrokerError
+from shunter.streams.settings import Settings
+from shunter.streams.topics import TopicNames
+
+
+def test_credentials_reach_kafka_settings_but_never_a_repr(tmp_path, monkeypatch):
+    secret = tmp_path / "pw"
+    secret.write_text("s3cr3t-value\n")
+    monkeypatch.setenv("SHUNTER_SASL_USERNAME", "alice")
+    monkeypatch.setenv("SHUNTER_SASL_PASSWORD_FILE", str(secret))
+    s = Settings.from_env()
+    assert s.kafka_config()["sasl.password"] == "s3cr3t-value"
+    assert s.kafka_config()["security.protocol"] == "SASL_PLAINTEXT"
+    assert "s3cr3t" not in repr(s) and "s3cr3t" not in str(s)
+    env = s.to_env()
+    assert env["SHUNTER_SASL_PASSWORD_FILE"] == str(secret) and "SHUNTER_SASL_PASSWORD" not in env, \
+        "children get the file's path, not the secret"
+
+
+def test_a_username_without_a_password_is_a_clear_error():
+    with pytest.raises(BrokerError, match="no password"):
+        Settings(sasl_username="alice")
+
+
+def test_tenants_get_their_own_task_topics_and_names_are_checked():
+    s = Settings(tenants=("acme", "globex"))
+    names = TopicNames(s)
+    assert names.submit_topic("acme") == "shunter.tasks.acme"
+    assert "shunter.tasks.globex" in names.all()
+    assert TopicNames(Settings()).submit_topic("acme") == "shunter.tasks"
+    with pytest.raises(BrokerError, match="not valid"):
+        Settings(tenants=("a/b",))
