@@ -22,6 +22,7 @@ from typing import Any
 
 import faust
 from faust.exceptions import SameNode
+from faust.types import TopicT
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
@@ -55,8 +56,9 @@ Output = tuple[str, "bytes | None", bytes, "int | None"]
 """(topic attribute on SchedulerTopics, key, value, partition) of one record to emit."""
 SEND_QUEUE = 2000
 """Events whose outputs wait for their state to be durable; the agent waits when it is full."""
-OUTBOX_PRUNE_AT = 64
-"""Delete delivered outbox entries of a cell once this many have piled up (and on every tick)."""
+OUTBOX_RING = 256
+"""Outbox slots per cell. An entry is overwritten only after its outputs were acknowledged (the
+agent waits otherwise), so there is nothing to delete, and a new owner re-sends at most this many."""
 MODEL_SNAPSHOT_EVERY = 20
 """Snapshot the cell's models after this many completions, and on a quiet tick when anything changed."""
 FINISHED_RETENTION_MS = 15 * 60 * 1000
@@ -64,11 +66,19 @@ FINISHED_RETENTION_MS = 15 * 60 * 1000
 
 @dataclass
 class Staged:
-    """One event's outputs and the outbox entry that holds them until the broker has them."""
+    """One event's outputs and the number of the outbox entry that holds them (None: re-sends and
+    dead letters of undecodable input, which no entry tracks)."""
 
     cell: str | None
-    outbox_key: str | None
+    n: int | None
     outputs: list[Output]
+
+
+def _exit(msg: str, *args: Any) -> None:
+    """Crash-only: log, then exit 70 at once; a supervisor restarts the scheduler."""
+    log.error(msg + "; exiting", *args)
+    logging.shutdown()
+    os._exit(70)
 
 
 def now_ms() -> int:
@@ -92,9 +102,11 @@ class Scheduler:
         self.staged: list[Staged] = []
         """This event's outputs (and a new owner's outbox re-sends), not yet handed to the sender."""
         self.sendq: asyncio.Queue[tuple[Staged, list[asyncio.Future[Any]]]] = asyncio.Queue(SEND_QUEUE)
+        self.outbox_ring = OUTBOX_RING
         self.outbox_next: dict[str, int] = {}
-        self.delivered: dict[str, list[str]] = {}
-        """Per cell, outbox keys whose outputs the broker has acknowledged (deleted on a later event)."""
+        self.inflight: dict[str, set[int]] = {}
+        """Per cell, outbox entry numbers whose outputs the broker has not acknowledged yet."""
+        self._room = asyncio.Event()
         self.wait_for_state = True
         """Hold outputs until the state they follow is durable (off only where no broker acknowledges)."""
         self.state_ack_timeout_s = float(os.environ.get("SHUNTER_STATE_ACK_TIMEOUT_S", "120"))
@@ -120,10 +132,14 @@ class Scheduler:
                 log.warning("cell %s: the model snapshot is from an incompatible version; models start cold", name)
             tasks = [TaskRecord.from_dict(v) for v in self.tables.tasks.values() if v and v["cell"] == name]
             workers = [Worker.from_dict(v) for v in self.tables.workers.values() if v and v["cell"] == name]
-            cell.restore(self.tables.cells.get(name), tasks, workers)
+            entries = self._outbox_entries(name)
+            meta = self.tables.cells.get(name)
+            if entries and (meta is None or entries[-1]["meta"]["seq"] > meta["seq"]):
+                meta = entries[-1]["meta"]  # the audit head of the newest event with outputs
+            cell.restore(meta, tasks, workers, now_ms())
             self.cells[name] = cell
             self.snapshot_version[name] = cell.estimator.version
-            self._resend_outbox(name)
+            self._resend_outbox(cell, entries)
             log.warning("cell %s loaded: %d tasks, %d workers", name, len(tasks), len(workers))
         if partition is not None:
             self.cell_partition[name] = partition
@@ -134,10 +150,13 @@ class Scheduler:
             if p in partitions:
                 self.cells.pop(name, None)
                 self.cell_partition.pop(name, None)
-                self.delivered.pop(name, None)  # the next owner re-sends (and deletes) what is left
+                self.inflight.pop(name, None)  # the next owner re-sends what may not have left
 
     # ---------------------------------------------------------------------------------- events
     async def handle(self, event: Any) -> None:
+        while self._ring_full():  # backpressure: never overwrite an outbox entry still in flight
+            self._room.clear()
+            await self._room.wait()
         with metrics.HANDLE_SECONDS.time():
             self._handle(event)
         if self.staged:
@@ -151,6 +170,8 @@ class Scheduler:
 
     def _handle(self, event: Any) -> None:
         msg = event.message
+        if msg.timestamp:
+            metrics.EVENT_AGE.observe(max(0.0, time.time() - msg.timestamp))
         topic_kind = msg.topic[len(self.settings.topic_prefix):]
         try:
             if event.value is not None and len(event.value) > self.settings.max_message_bytes:
@@ -226,13 +247,8 @@ class Scheduler:
                 self.tables.tasks[tid] = rec.to_dict()
         for wid in fx.workers:
             self.tables.workers[wid] = cell.workers[wid].to_dict()
-        if fx.audits:
+        if tick:  # every event with outputs carries the cell's audit head in its outbox entry
             self.tables.cells[cell.name] = cell.meta()
-        done = self.delivered.get(cell.name)
-        if done and (tick or len(done) >= OUTBOX_PRUNE_AT):
-            for key in done:
-                self.tables.cells.pop(key, None)
-            done.clear()
         behind = cell.estimator.version - self.snapshot_version.get(cell.name, 0)
         if behind >= MODEL_SNAPSHOT_EVERY or (behind and tick):
             self.tables.cells[f"{cell.name}#model"] = base64.b64encode(cell.estimator.snapshot()).decode()
@@ -243,7 +259,8 @@ class Scheduler:
         for a in fx.assignments:
             out.append(("assignments", a["worker_id"].encode(), CODEC.encode("Assignment", a),
                         worker_partition(a["worker_id"], parts)))
-        for s in fx.statuses:
+        latest = {s["task_id"]: s for s in fx.statuses}  # a compacted topic keeps only the last one anyway
+        for s in latest.values():
             out.append(("task_status", s["task_id"].encode(), CODEC.encode("TaskStatus", s), None))
         self.recent_audit.extend(fx.audits)
         for r in fx.audits:
@@ -252,39 +269,65 @@ class Scheduler:
             out.append(("scaling", r["cell"].encode(), CODEC.encode("ScaleRecommendation", r), None))
         for tid, reason in fx.deadletters:
             out.append(self._deadletter_output(msg, key, value, reason, tid))
-        self._stage(cell.name, out)
+        self._stage(cell, out)
 
     # --------------------------------------------------------------------------------- outbox
-    def _stage(self, cell: str, out: list[Output]) -> None:
-        """Record this event's outputs in the cell's outbox (a changelog-backed table entry of its
-        own) before any of them leaves. The sender sends them once this event's state writes are
-        acknowledged, and the entry is deleted once the outputs are; a process that takes the cell
-        over re-sends whatever entries remain. Outputs are therefore never ahead of the state they
-        follow, and at-least-once with natural dedupe keys (audit: cell+seq, assignment:
-        task+epoch, status: compacted)."""
+    def _stage(self, cell: Cell, out: list[Output]) -> None:
+        """Record this event's outputs, with the cell's audit head, in the cell's outbox (a ring of
+        changelog-backed table entries) before any of them leaves. The sender sends them once this
+        event's state writes are acknowledged; a process that takes the cell over re-sends the
+        ring. Outputs are therefore never ahead of the state they follow, and at-least-once with
+        natural dedupe keys (audit: cell+seq, assignment: task+epoch, status: compacted)."""
         if not out:
             return
-        n = self.outbox_next.get(cell, 1)
-        self.outbox_next[cell] = n + 1
-        key = f"{cell}#outbox#{n:012d}"
-        self.tables.cells[key] = [[t, base64.b64encode(k or b"").decode(), base64.b64encode(v).decode(), p]
-                                  for t, k, v, p in out]
-        self.staged.append(Staged(cell, key, out))
+        n = self.outbox_next.get(cell.name, 1)
+        self.outbox_next[cell.name] = n + 1
+        self.inflight.setdefault(cell.name, set()).add(n)
+        self.tables.cells[self._slot(cell.name, n)] = {
+            "n": n, "meta": cell.meta(),
+            "out": [[t, base64.b64encode(k or b"").decode(), base64.b64encode(v).decode(), p] for t, k, v, p in out]}
+        self.staged.append(Staged(cell.name, n, out))
 
-    def _resend_outbox(self, cell: str) -> None:
-        """A process that gains a cell: outputs whose state is durable may not have left; send them
-        again, oldest first, before anything this process decides."""
-        prefix = f"{cell}#outbox#"
-        keys = sorted(k for k in self.tables.cells.keys() if isinstance(k, str) and k.startswith(prefix))
-        self.outbox_next[cell] = int(keys[-1][len(prefix):]) + 1 if keys else 1
-        self.delivered[cell] = []
-        outputs = 0
-        for key in keys:
-            out = [(t, base64.b64decode(k) or None, base64.b64decode(v), p) for t, k, v, p in self.tables.cells[key]]
-            self.staged.append(Staged(cell, key, out))
-            outputs += len(out)
-        if keys:
-            log.warning("cell %s: re-sending %d output(s) of %d event(s) from the outbox", cell, outputs, len(keys))
+    def _slot(self, cell: str, n: int) -> str:
+        return f"{cell}#outbox#{n % self.outbox_ring}"
+
+    def _ring_full(self) -> bool:
+        return any(self.outbox_next[c] - min(nums) >= self.outbox_ring - 1 for c, nums in self.inflight.items() if nums)
+
+    def _outbox_entries(self, cell: str) -> list[dict[str, Any]]:
+        entries = [self.tables.cells.get(self._slot(cell, i)) for i in range(self.outbox_ring)]
+        return sorted((e for e in entries if e), key=lambda e: e["n"])
+
+    def _resend_outbox(self, cell: Cell, entries: list[dict[str, Any]]) -> None:
+        """A process that gains a cell: outputs whose state is durable may not have left. Send the
+        ring again, oldest first, before anything this process decides: audit records and dead
+        letters as they were, assignments still current, and each task's current status (never
+        an older one, which would roll the compacted status topic back)."""
+        self.outbox_next[cell.name] = entries[-1]["n"] + 1 if entries else 1
+        self.inflight[cell.name] = set()
+        if not entries:
+            return
+        out: list[Output] = []
+        statuses: dict[str, None] = {}
+        for e in entries:
+            for topic, k, v, p in e["out"]:
+                key, value = base64.b64decode(k) or None, base64.b64decode(v)
+                if topic == "task_status":
+                    statuses[key.decode() if key else ""] = None
+                elif topic == "assignments":
+                    a = CODEC.decode_as("Assignment", value)
+                    rec = cell.tasks.get(a["task_id"])
+                    if rec is not None and rec.state == TaskState.ASSIGNED and rec.epoch == a["epoch"]:
+                        out.append((topic, key, value, p))
+                else:
+                    out.append((topic, key, value, p))
+        for tid in statuses:
+            rec = cell.tasks.get(tid)
+            if rec is not None:
+                out.append(("task_status", tid.encode(), CODEC.encode("TaskStatus", rec.to_status()), None))
+        self.staged.append(Staged(None, None, out))
+        log.warning("cell %s: re-sending %d output(s) of the last %d event(s) from the outbox",
+                    cell.name, len(out), len(entries))
 
     async def send_loop(self) -> None:
         """The ordered sender: each event's outputs leave only once its state writes are acknowledged."""
@@ -304,18 +347,13 @@ class Scheduler:
             if late:
                 # Crash-only: the broker never acknowledged this state. A supervisor restarts us;
                 # the input is redelivered and nothing of this event has left.
-                log.error("state writes not acknowledged in %ss; exiting", self.state_ack_timeout_s)
-                logging.shutdown()
-                os._exit(70)
+                _exit("state writes not acknowledged in %ss", self.state_ack_timeout_s)
         failed = next((f.exception() for f in state if f.cancelled() or f.exception() is not None), None)
         if failed is not None:
-            log.error("a state write failed (%s); exiting", failed)
-            logging.shutdown()
-            os._exit(70)
-        sent = [getattr(self.topics, topic).send_soon(key=key, value=value, partition=partition)
-                for topic, key, value, partition in staged.outputs]
+            _exit("a state write failed (%s)", failed)
+        sent = [await self._publish(topic, key, value, partition) for topic, key, value, partition in staged.outputs]
         metrics.OUTPUT_BACKLOG.set(self.sendq.qsize())
-        if staged.outbox_key is None:
+        if staged.n is None:
             return
         futures = [f for f in sent if isinstance(f, asyncio.Future)]
         if not futures:
@@ -323,11 +361,23 @@ class Scheduler:
             return
         asyncio.gather(*futures).add_done_callback(lambda f: self._mark_delivered(staged, f))
 
+    async def _publish(self, topic: str, key: bytes | None, value: bytes, partition: int | None) -> Any:
+        """Hand one output to the producer; returns a future that resolves when it is acknowledged.
+        Straight to the transport producer: Faust's ``send_soon`` path (future message, buffer,
+        serializer lookups) cost more than the rest of sending."""
+        channel = getattr(self.topics, topic)
+        producer = self.app.producer
+        if isinstance(channel, TopicT):
+            return await producer.send(channel.get_topic_name(), key, value, partition, None, None)
+        return channel.send_soon(key=key, value=value, partition=partition)  # a test double
+
     def _mark_delivered(self, staged: Staged, fut: asyncio.Future[Any] | None) -> None:
         if fut is not None and (fut.cancelled() or fut.exception() is not None):
-            return  # the entry stays in the outbox; the next owner re-sends it
-        assert staged.cell is not None and staged.outbox_key is not None
-        self.delivered.setdefault(staged.cell, []).append(staged.outbox_key)
+            _exit("an output could not be delivered (%s); the next owner re-sends the outbox",
+                  "cancelled" if fut.cancelled() else fut.exception())
+        assert staged.cell is not None and staged.n is not None
+        self.inflight.get(staged.cell, set()).discard(staged.n)
+        self._room.set()
 
     @staticmethod
     def _observe(cell: Cell, fx: Effects, tick: bool) -> None:
@@ -375,7 +425,7 @@ class Scheduler:
         if fx.scaling:
             for pool in cell.recommended:
                 metrics.RESERVED.labels(cell.name, pool).set(int(pool in cell.reserved))
-        if fx.workers:
+        if fx.workers or tick:
             alive: dict[str, int] = {}
             free: dict[str, int] = {}
             for w in cell.workers.values():

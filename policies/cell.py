@@ -68,6 +68,10 @@ class CellTiming:
     heartbeat_timeout_s: float = 5.0
 
 
+MAX_SLOTS = 1_000_000
+"""More slots than any machine has, but a benchmark's synthetic worker may claim a lot."""
+
+
 def _idem(task: Task) -> tuple[str, str]:
     """Idempotency keys are per tenant: one tenant can never claim another's key."""
     return task.tenant, task.idempotency_key or ""
@@ -119,8 +123,8 @@ def validate_heartbeat(hb: dict[str, Any]) -> str | None:
     """Why a schema-valid heartbeat is still absurd, or None (it is dead-lettered)."""
     if not hb["worker_id"] or len(hb["worker_id"]) > 256 or not hb["pool"] or len(hb["pool"]) > 64:
         return "worker_id must be 1 to 256 and pool 1 to 64 characters"
-    if not 1 <= hb["slots"] <= 1024 or not 0 <= hb.get("free_slots", 0) <= hb["slots"]:
-        return "slots must be 1 to 1024 and free_slots 0 to slots"
+    if not 1 <= hb["slots"] <= MAX_SLOTS or not 0 <= hb.get("free_slots", 0) <= hb["slots"]:
+        return f"slots must be 1 to {MAX_SLOTS} and free_slots 0 to slots"
     if len(hb.get("in_flight") or ()) > hb["slots"] or len(hb.get("labels") or ()) > 64:
         return "more tasks in flight than slots, or more than 64 labels"
     if any(not _within(v, 0, 1e6) for v in (hb.get("resources") or {}).values()):
@@ -292,7 +296,7 @@ class Cell:
         if rec is None or rec.terminal:
             return fx
         if rec.state == TaskState.ASSIGNED:
-            self._release(rec, fx)
+            self._release(rec)
         self._dequeue(task_id)
         self._finish(rec, TaskState.CANCELLED, reason, now_ms, fx, action="cancel")
         self._dispatch(now_ms, fx)
@@ -309,19 +313,20 @@ class Cell:
         w = self.workers.get(wid)
         if w is None:
             w = self.workers[wid] = fresh
+            fx.workers.add(wid)
         else:
             if w.static_key() != fresh.static_key():
                 self._worker_order = None
+            if w.static_key() != fresh.static_key() or w.state != fresh.state or not w.alive:
+                fx.workers.add(wid)  # the durable record changes; a plain beat only renews liveness
             w.pool, w.slots, w.resources, w.region = fresh.pool, fresh.slots, fresh.resources, fresh.region
             w.labels, w.state, w.last_seen_ms, w.alive = fresh.labels, fresh.state, now_ms, True
-        fx.workers.add(wid)
         lease_ms = int(self.timing.lease_s * 1000)
         for item in hb.get("in_flight") or ():
             rec = self.tasks.get(item["task_id"])
             if rec is not None and rec.state == TaskState.ASSIGNED and rec.worker_id == wid \
                     and rec.epoch == item["epoch"]:
-                rec.lease_expires_at_ms = now_ms + lease_ms
-                fx.tasks.add(rec.task.task_id)
+                rec.lease_expires_at_ms = now_ms + lease_ms  # in memory: a restore grants a fresh lease
         if w.state == "stopped":
             self._requeue_worker(w, "worker stopped", now_ms, fx)
         self._dispatch(now_ms, fx)
@@ -346,7 +351,7 @@ class Cell:
                         reason=f"completion with epoch {epoch} from {wid}; current epoch {rec.epoch} on {rec.worker_id}")
             return fx
         pool = rec.pool or ""
-        self._release(rec, fx, lost=False)
+        self._release(rec, lost=False)
         runtime = float(c["runtime_s"])
         rec.runtime_s = runtime
         self._charge(rec.task.tenant, pool, runtime, now_ms)
@@ -395,7 +400,7 @@ class Cell:
             for tid in list(w.running):
                 rec = self.tasks[tid]
                 if rec.lease_expires_at_ms is not None and rec.lease_expires_at_ms < now_ms:
-                    self._release(rec, fx)
+                    self._release(rec)
                     self._audit(fx, "lease-expired", rec, now_ms, reason=f"lease on {w.worker_id} expired")
                     self._requeue(rec, now_ms, fx)
         self._dispatch(now_ms, fx)
@@ -632,14 +637,13 @@ class Cell:
         rec.predicted_runtime_s = d.predicted_runtime_s
         rec.reason = None
         rec.updated_at_ms = now_ms
-        w.running[rec.task.task_id] = rec.epoch
+        w.running[rec.task.task_id] = rec.epoch  # not persisted: restore rebuilds it from the task records
         if w.pool in self.breakers:
             self.breakers[w.pool].placed(rec.task.task_id)
         self.rr_position = (self.rr_position + 7919) % (1 << 16)
         if rec.task.batch_key:
             self.recent_batch_keys[w.worker_id] = rec.task.batch_key
         fx.tasks.add(rec.task.task_id)
-        fx.workers.add(w.worker_id)
         fx.statuses.append(rec.to_status())
         fx.assignments.append({
             "task_id": rec.task.task_id, "worker_id": w.worker_id, "pool": w.pool, "cell": self.name,
@@ -709,12 +713,12 @@ class Cell:
     def _requeue_worker(self, w: Worker, reason: str, now_ms: int, fx: Effects) -> None:
         for tid in list(w.running):
             rec = self.tasks[tid]
-            self._release(rec, fx)
+            self._release(rec)
             self._audit(fx, "requeue", rec, now_ms, reason=reason)
             self._requeue(rec, now_ms, fx)
         fx.workers.add(w.worker_id)
 
-    def _release(self, rec: TaskRecord, fx: Effects, lost: bool = True) -> None:
+    def _release(self, rec: TaskRecord, lost: bool = True) -> None:
         """Free the task's slot. ``lost``: it will not report (requeued, cancelled)."""
         b = self.breakers.get(rec.pool or "")
         if lost and b is not None and b.probe_task == rec.task.task_id:
@@ -722,7 +726,6 @@ class Cell:
         w = self.workers.get(rec.worker_id or "")
         if w is not None:
             w.running.pop(rec.task.task_id, None)
-            fx.workers.add(w.worker_id)  # the slot is free in the durable record too
 
     def _finish(self, rec: TaskRecord, state: str, reason: str | None, now_ms: int, fx: Effects,
                 action: str | None = None) -> None:
@@ -775,8 +778,14 @@ class Cell:
         return {"seq": self.chain.seq, "last_hash": self.chain.last_hash, "rr": self.rr_position,
                 "spend_hour": self.spend_hour, "tenant_spend": dict(self.tenant_spend)}
 
-    def restore(self, meta: dict[str, Any] | None, tasks: Iterable[TaskRecord], workers: Iterable[Worker]) -> None:
-        """Rebuild the in-memory view from persisted records (after a restart or rebalance)."""
+    def restore(self, meta: dict[str, Any] | None, tasks: Iterable[TaskRecord], workers: Iterable[Worker],
+                now_ms: int | None = None) -> None:
+        """Rebuild the in-memory view from persisted records (after a restart or rebalance).
+
+        The task records are the authority on who runs what: each worker's slots are rebuilt from
+        them. Liveness and leases are renewed in memory only (a heartbeat writes nothing durable
+        unless the worker changed), so a restore at ``now_ms`` gives every worker a fresh
+        heartbeat timeout and every assigned task a fresh lease to prove itself."""
         if meta:
             self.chain = AuditChain(int(meta["seq"]), str(meta["last_hash"]))
             self.rr_position = int(meta.get("rr", 0))
@@ -789,12 +798,21 @@ class Cell:
             if rec.state == TaskState.PENDING and not rec.held_for_review:
                 self._enqueue(rec)
         for w in workers:
-            # The task records decide who runs what: a slot entry they do not back (a task that
-            # finished, moved on or was forgotten) must never be requeued as if it were running.
-            w.running = {tid: epoch for tid, epoch in w.running.items()
-                         if (r := self.tasks.get(tid)) is not None and r.state == TaskState.ASSIGNED
-                         and r.worker_id == w.worker_id and r.epoch == epoch}
+            w.running = {}
+            if now_ms is not None and w.alive:
+                w.last_seen_ms = max(w.last_seen_ms, now_ms)
             self.workers[w.worker_id] = w
+        lease_ms = int(self.timing.lease_s * 1000)
+        for rec in self.tasks.values():
+            if rec.state != TaskState.ASSIGNED:
+                continue
+            if now_ms is not None:
+                rec.lease_expires_at_ms = max(rec.lease_expires_at_ms or 0, now_ms + lease_ms)
+            w = self.workers.get(rec.worker_id or "")
+            if w is None:  # cannot happen (a worker is durable before any assignment to it); never lose the task
+                w = self.workers[rec.worker_id or ""] = Worker(rec.worker_id or "", rec.pool or "", self.name, 1,
+                                                               alive=False)
+            w.running[rec.task.task_id] = rec.epoch
 
     def evict_finished(self, before_ms: int) -> list[str]:
         """Forget terminal tasks that finished before ``before_ms``; returns their ids."""

@@ -180,6 +180,7 @@ class Worker:
     state: str = "active"
     last_seen_ms: int = 0
     running: dict[str, int] = field(default_factory=dict)
+    """Task id -> epoch in this worker's slots. In memory only: rebuilt from the task records."""
     alive: bool = True
 
     @property
@@ -206,8 +207,7 @@ class Worker:
         return {
             "worker_id": self.worker_id, "pool": self.pool, "cell": self.cell, "slots": self.slots,
             "resources": self.resources.to_record(), "region": self.region, "labels": list(self.labels),
-            "state": self.state, "last_seen_ms": self.last_seen_ms, "running": dict(self.running),
-            "alive": self.alive,
+            "state": self.state, "last_seen_ms": self.last_seen_ms, "alive": self.alive,
         }
 
     @classmethod
@@ -216,6 +216,5 @@ class Worker:
             worker_id=d["worker_id"], pool=d["pool"], cell=d["cell"], slots=int(d["slots"]),
             resources=Resources.from_record(d.get("resources") or {}), region=d.get("region", "local"),
             labels=tuple(d.get("labels") or ()), state=d.get("state", "active"),
-            last_seen_ms=int(d.get("last_seen_ms", 0)), running={k: int(v) for k, v in (d.get("running") or {}).items()},
-            alive=bool(d.get("alive", True)),
+            last_seen_ms=int(d.get("last_seen_ms", 0)), alive=bool(d.get("alive", True)),
         )

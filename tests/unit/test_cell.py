@@ -247,22 +247,41 @@ def test_restore_rebuilds_the_same_view():
 
 
 def test_a_finished_task_is_never_requeued_from_a_restored_worker_record():
-    """Seen in ``demo --chaos``: the worker's persisted record still listed a task that had
-    completed, the worker then died, and the completed task was requeued and run twice."""
+    """Seen in ``demo --chaos``: a worker's persisted record still listed a task that had
+    completed, the worker then died, and the completed task was requeued and run twice. Slots are
+    now rebuilt from the task records alone."""
     from shunter.policies.model import TaskRecord, Worker
 
     c = cell(timeout_s=5)
     c.heartbeat(heartbeat("w1", slots=2), T0)
     c.submit(task("t1"), T0)
-    fx = c.complete(completion("t1", "w1", 1), T0 + 100)
-    assert "w1" in fx.workers, "completion frees a slot: the worker record must be written again"
+    c.submit(task("t2", at=T0 + 1), T0 + 1)
+    c.complete(completion("t1", "w1", 1), T0 + 100)
     stale = Worker.from_dict(c.workers["w1"].to_dict())
-    stale.running = {"t1": 1}                              # as if that write had been lost
+    stale.running = {"t1": 1, "t2": 1}                     # whatever an old record said
     d = cell(timeout_s=5)
-    d.restore(c.meta(), [TaskRecord.from_dict(r.to_dict()) for r in c.tasks.values()], [stale])
-    assert d.workers["w1"].running == {}
+    d.restore(c.meta(), [TaskRecord.from_dict(r.to_dict()) for r in c.tasks.values()], [stale], now_ms=T0 + 200)
+    assert d.workers["w1"].running == {"t2": 1}
     fx = d.tick(T0 + 10_000)                               # w1 missed its heartbeats
     assert not [r for r in fx.audits if r["task_id"] == "t1"] and d.tasks["t1"].state == TaskState.SUCCEEDED
+    assert [r["action"] for r in fx.audits if r["task_id"] == "t2"][:1] == ["requeue"]
+
+
+def test_plain_heartbeats_and_lease_renewals_write_nothing_durable_and_restore_grants_grace():
+    from shunter.policies.model import TaskRecord, Worker
+
+    c = cell(timeout_s=5, lease_s=10)
+    c.heartbeat(heartbeat("w1", slots=1), T0)
+    c.submit(task("t1"), T0)
+    fx = c.heartbeat(heartbeat("w1", slots=1, in_flight=[{"task_id": "t1", "epoch": 1}]), T0 + 1000)
+    assert not fx.workers and not fx.tasks, "a beat that changes nothing durable writes nothing"
+    fx = c.heartbeat(heartbeat("w1", slots=1, state="draining"), T0 + 2000)
+    assert fx.workers == {"w1"}
+    d = cell(timeout_s=5, lease_s=10)
+    d.restore(c.meta(), [TaskRecord.from_dict(r.to_dict()) for r in c.tasks.values()],
+              [Worker.from_dict(w.to_dict()) for w in c.workers.values()], now_ms=T0 + 60_000)
+    assert not d.tick(T0 + 61_000).audits, "a restored cell gives workers and leases a fresh period"
+    assert [r["action"] for r in d.tick(T0 + 66_000).audits] == ["requeue"]
 
 
 def test_a_requeued_task_is_listed_once():
