@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -68,8 +67,9 @@ def create_app(settings: Settings) -> tuple[faust.App, SchedulerTopics, Schedule
         web_host=settings.web_host,
         canonical_url=f"http://{'127.0.0.1' if settings.web_host in ('0.0.0.0', '') else settings.web_host}:{settings.web_port}",
         web_in_thread=False,
-        producer_linger_ms=int(os.environ.get("SHUNTER_LINGER_MS", "1")),
-        broker_commit_every=int(os.environ.get("SHUNTER_COMMIT_EVERY", "200")),
+        producer_linger_ms=1,
+        producer_max_batch_size=512 * 1024,
+        broker_commit_every=200,
         broker_commit_interval=1.0,
         stream_wait_empty=False,
         table_cleanup_interval=60.0,
