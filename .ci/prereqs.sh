@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make sure the programs the suite runs for real are present: Java 17+ and Maven (the local Kafka
-# broker), PostgreSQL's server (the audit sink's database test) and Chromium (the web console's
-# browser test). As root on Debian/Ubuntu they are installed with apt-get; otherwise say what to do.
+# broker), PostgreSQL's server (the audit sink's database test), Chromium (the web console's
+# browser test) and RabbitMQ (Celery's broker in `bench peer`). As root on Debian/Ubuntu they are installed with apt-get; otherwise say what to do.
 set -euo pipefail
 # usage: prereqs.sh [demo|test]  (demo needs only the broker's Java and Maven)
 need=()
@@ -12,6 +12,7 @@ fi
 if [ "${1:-test}" = test ]; then
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
+  [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server)
 fi
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -178,9 +178,11 @@ class Scheduler:
                 raise CodecError(f"message of {len(event.value)} bytes exceeds the limit of "
                                  f"{self.settings.max_message_bytes} (SHUNTER_MAX_MESSAGE_BYTES)")
             kind, rec = CODEC.decode(event.value)
-            bound = topic_kind[len("tasks."):] if topic_kind.startswith("tasks.") else None
+            bound, urgent = self.names.lane(msg.topic)
             if bound is not None and kind not in _TENANT_ACCEPTS:
                 raise CodecError(f"a {kind} message does not belong on tenant {bound}'s task topic")
+            if urgent and kind != "TaskSubmitted":
+                raise CodecError(f"a {kind} message does not belong on an urgent lane (submissions only)")
             if topic_kind in _ACCEPTS and kind not in _ACCEPTS[topic_kind]:
                 raise CodecError(f"a {kind} message does not belong on the {topic_kind} topic")
             if self.settings.cells and rec.get("cell", "default") not in self.settings.cells:

@@ -388,6 +388,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         bench.noop_agent()
         return 0
     say = (lambda m: print(m, file=sys.stderr, flush=True)) if args.json else (lambda m: print(m, flush=True))
+    if args.action == "peer":
+        from shunter.connectors.peer import run_peer
+
+        doc = run_peer(tasks=args.tasks, flood=args.flood, flood_runtime_s=args.flood_runtime_s,
+                       concurrency=args.concurrency, say=say)
+        print(json.dumps(doc) if args.json else json.dumps(doc, indent=2))
+        return 0
     doc = bench.run_throughput(args.tasks, cells=args.cells, schedulers=args.schedulers, say=say, rate=args.rate)
     print(json.dumps(doc) if args.json else json.dumps(doc, indent=2))
     return 0
@@ -577,12 +584,16 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--json", action="store_true")
     sim.add_argument("--report", metavar="DIR", help="also write a markdown report with PNG plots into DIR")
 
-    be = add("bench", cmd_bench, "throughput through Kafka against the no-op Faust ceiling (BENCHMARKS.md section 2)")
-    be.add_argument("action", choices=["throughput", "noop-agent"])
+    be = add("bench", cmd_bench, "throughput through Kafka against the no-op Faust ceiling (BENCHMARKS.md section 2); "
+             "peer: the same work through Celery on RabbitMQ, side by side")
+    be.add_argument("action", choices=["throughput", "peer", "noop-agent"])
     be.add_argument("--tasks", type=int, default=5000)
     be.add_argument("--cells", type=int, default=1)
     be.add_argument("--schedulers", type=int, default=1)
     be.add_argument("--rate", type=float, help="offer the latency probe this many tasks/s (default: half the maximum)")
+    be.add_argument("--flood", type=int, default=5000, help="peer: low-priority tasks queued before the critical one")
+    be.add_argument("--flood-runtime-s", type=float, default=0.25, help="peer: how long each flooded task runs")
+    be.add_argument("--concurrency", type=int, default=4, help="peer: worker processes (Celery) and slots (Shunter)")
     be.add_argument("--json", action="store_true")
 
     d = add("demo", cmd_demo, "run the whole system on the seed-mix workload and report")

@@ -88,7 +88,8 @@ class ShunterClient:
             "idempotency_key": idempotency_key, "batch_key": batch_key, "max_attempts": max_attempts,
             "payload": payload, "submitted_at_ms": at,
         }
-        self._produce(self.topics.submit_topic(tenant), cell, CODEC.encode("TaskSubmitted", record))
+        urgent = prio in (Priority.CRITICAL.label, Priority.HIGH.label)
+        self._produce(self.topics.submit_topic(tenant, urgent), cell, CODEC.encode("TaskSubmitted", record))
         return task_id
 
     def cancel(self, task_id: str, cell: str = "default", reason: str = "cancelled by user") -> None:

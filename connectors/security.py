@@ -69,6 +69,7 @@ def role_bindings(settings: Settings, user: str, role: str, tenant: str = "") ->
         if not tenant:
             raise BrokerError("a tenant principal needs --tenant: the tenant whose task topic it may write")
         return [*topic(t.tenant_tasks(tenant), Op.WRITE, Op.DESCRIBE),
+                *topic(t.submit_topic(tenant, urgent=True), Op.WRITE, Op.DESCRIBE),
                 *topic(t.task_status, Op.READ, Op.DESCRIBE),
                 *_allow(user, _GROUP, "shunter-status-", _PRE, Op.READ),
                 *_allow(user, _GROUP, "shunter-reader-", _PRE, Op.READ)]

@@ -72,6 +72,13 @@ def create_app(settings: Settings) -> tuple[faust.App, SchedulerTopics, Schedule
         broker_commit_every=200,
         broker_commit_interval=1.0,
         stream_wait_empty=False,
+        # Small input buffers, so a critical task on the urgent lane never waits behind thousands of
+        # fetched or queued ordinary submissions: aiokafka fetches a partition again only once its
+        # buffered records are consumed, and Faust's stream queue is first in, first out. With 1 MB
+        # fetches and a 4096-event queue a critical task waited 1.5 s behind a 5,000-task flood;
+        # with these, 11 ms (docs/benchmarks/peer.md).
+        stream_buffer_maxsize=128,
+        consumer_max_fetch_size=64 * 1024,
         table_cleanup_interval=60.0,
         consumer_auto_offset_reset="earliest",
         # A killed scheduler's cells move on after this long (Kafka's minimum is 6 s).
@@ -92,8 +99,7 @@ def create_app(settings: Settings) -> tuple[faust.App, SchedulerTopics, Schedule
                          partitions=settings.partitions, internal=False)
 
     topics = SchedulerTopics(
-        inputs=raw(names.tasks, names.heartbeats, names.completions,
-                   *(names.tenant_tasks(t) for t in settings.tenants)),
+        inputs=raw(*names.task_inputs(), names.heartbeats, names.completions),
         tasks=raw(names.tasks),
         assignments=raw(names.assignments),
         task_status=raw(names.task_status),

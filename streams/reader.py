@@ -7,10 +7,11 @@ scheduler's policy feed. No consumer group offsets are committed.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from typing import Any, Callable, Iterator
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from shunter.streams.codec import CODEC
 from shunter.streams.errors import CodecError
@@ -27,6 +28,23 @@ def _consumer(settings: Settings) -> Consumer:
     })
 
 
+_TRANSIENT = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+              KafkaError.UNKNOWN_TOPIC_OR_PART}
+"""What a topic created a moment ago answers until its leader is known everywhere."""
+
+
+def _watermarks(consumer: Consumer, tp: TopicPartition, timeout: float) -> tuple[int, int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
+            return int(low), int(high)
+        except KafkaException as exc:
+            if exc.args[0].code() not in _TRANSIENT or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def read_topic(settings: Settings, topic: str, timeout: float = 30.0) -> Iterator[Any]:
     """Yield every message of ``topic`` (all partitions, each in offset order) up to the end it
     had when the call began. Messages produced meanwhile are not waited for: on a busy topic
@@ -38,7 +56,7 @@ def read_topic(settings: Settings, topic: str, timeout: float = 30.0) -> Iterato
         ends: dict[int, int] = {}
         assign = []
         for p in parts:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            low, high = _watermarks(consumer, TopicPartition(topic, p), timeout)
             if high > low:
                 ends[p] = high
                 assign.append(TopicPartition(topic, p, OFFSET_BEGINNING))

@@ -44,6 +44,10 @@ TOPICS: Final = (
 )
 
 
+URGENT: Final = ".urgent"
+"""Suffix of a task topic's urgent lane (tenant names cannot contain dots, so it never collides)."""
+
+
 class TopicNames:
     """Full topic names under a settings' prefix: ``TopicNames(s).tasks == 'shunter.tasks'``."""
 
@@ -62,15 +66,33 @@ class TopicNames:
         """A tenant's own task topic: only that tenant's principal may write it (security.py)."""
         return f"{self.prefix}tasks.{tenant}"
 
-    def submit_topic(self, tenant: str) -> str:
-        """Where a submission of ``tenant`` goes: its own topic when tenants have topics."""
-        return self.tenant_tasks(tenant) if self.tenants else self.prefix + "tasks"
+    def submit_topic(self, tenant: str, urgent: bool = False) -> str:
+        """Where a submission of ``tenant`` goes: its own topic when tenants have topics; the
+        urgent lane (``...urgent``) for critical and high tasks, so they never queue behind a
+        flood of ordinary submissions in the scheduler's input (a partition is strictly ordered)."""
+        base = self.tenant_tasks(tenant) if self.tenants else self.prefix + "tasks"
+        return f"{base}{URGENT}" if urgent else base
+
+    def task_inputs(self) -> list[str]:
+        """Every topic the scheduler reads submissions from."""
+        bases = [self.tenant_tasks(t) for t in self.tenants] or [self.prefix + "tasks"]
+        return [self.prefix + "tasks"] + [b for b in bases if b != self.prefix + "tasks"] + [b + URGENT for b in bases]
+
+    def lane(self, topic: str) -> tuple[str | None, bool]:
+        """(the tenant a task topic binds, or None; whether it is an urgent lane)."""
+        kind = topic[len(self.prefix):]
+        urgent = kind.endswith(URGENT)
+        kind = kind[: -len(URGENT)] if urgent else kind
+        return (kind[len("tasks."):] if self.tenants and kind.startswith("tasks.") else None), urgent
 
     def all(self) -> dict[str, TopicSpec]:
         out = {self.prefix + spec.name: spec for spec in TOPICS}
-        for t in self.tenants:
-            out[self.tenant_tasks(t)] = TopicSpec(f"tasks.{t}", "cell", "TaskSubmitted | TaskCancelled",
-                                                  f"work asked for by tenant {t}", cell_keyed=True)
+        for name in self.task_inputs()[1:]:
+            tenant, urgent = self.lane(name)
+            out[name] = TopicSpec(name[len(self.prefix):], "cell", "TaskSubmitted" if urgent else
+                                  "TaskSubmitted | TaskCancelled",
+                                  f"{'critical and high ' if urgent else ''}work asked for"
+                                  f"{f' by tenant {tenant}' if tenant else ''}", cell_keyed=True)
         return out
 
 

@@ -12,7 +12,17 @@ def test_throughput_bench_runs_and_reports_its_contract(kafka, monkeypatch):
     monkeypatch.setenv("SHUNTER_BOOTSTRAP_SERVERS", kafka)
     doc = run_throughput(150, say=lambda m: None, latency_s=1.0)
     assert set(doc) == {"tasks", "tasks_per_s", "ceiling_per_s", "ratio_to_ceiling", "latency_ms", "schedulers",
-                        "cells", "broker", "cpu_count"}
+                        "cells", "broker", "cpu_count", "latency_offered_per_s"}
     assert doc["tasks"] == 150 and doc["tasks_per_s"] > 0 and doc["ceiling_per_s"] > 0
     assert set(doc["latency_ms"]) == {"p50", "p95", "p99"} and doc["latency_ms"]["p50"] is not None
     assert doc["broker"].startswith("Apache Kafka 3.9")
+
+
+def test_peer_bench_runs_celery_on_rabbitmq_and_shunter_side_by_side(kafka, monkeypatch):
+    from shunter.connectors.peer import run_peer
+
+    monkeypatch.setenv("SHUNTER_BOOTSTRAP_SERVERS", kafka)
+    doc = run_peer(tasks=100, flood=200, flood_runtime_s=0.05, concurrency=2, say=lambda m: None)
+    for system in ("shunter", "celery"):
+        assert doc[system]["dispatch_per_s"] > 0 and doc[system]["critical_time_to_start_s"] >= 0
+    assert doc["versions"]["rabbitmq"] != "unknown" and doc["workload"]["flood_low_tasks"] == 200
