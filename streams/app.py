@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +57,11 @@ class SchedulerTables:
         return out
 
 
+def input_topics(settings: Settings) -> list[str]:
+    names = TopicNames(settings)
+    return [*names.task_inputs(), names.heartbeats, names.completions]
+
+
 def create_app(settings: Settings) -> tuple[faust.App, SchedulerTopics, SchedulerTables]:
     app = faust.App(
         settings.app_id,
@@ -86,7 +92,11 @@ def create_app(settings: Settings) -> tuple[faust.App, SchedulerTopics, Schedule
         broker_heartbeat_interval=2.0,
         # Static membership: a restarted scheduler (same host and web port) takes its partitions
         # back at once instead of waiting out the dead member's session and rebalancing twice.
-        consumer_group_instance_id=f"{settings.app_id}-{socket.gethostname()}-{settings.web_port}",
+        # The identity includes the input topics: a static member that rejoins is handed its old
+        # assignment without a rebalance, so a scheduler that now reads more topics (a new tenant,
+        # the urgent lane) must join as a new member or it never gets their partitions.
+        consumer_group_instance_id=f"{settings.app_id}-{socket.gethostname()}-{settings.web_port}-"
+                                   f"{zlib.crc32(','.join(sorted(input_topics(settings))).encode()):08x}",
         Table=TrackedTable,
         **({"broker_credentials": faust.SASLCredentials(
             username=settings.sasl_username, password=settings.sasl_password,
@@ -99,7 +109,7 @@ def create_app(settings: Settings) -> tuple[faust.App, SchedulerTopics, Schedule
                          partitions=settings.partitions, internal=False)
 
     topics = SchedulerTopics(
-        inputs=raw(*names.task_inputs(), names.heartbeats, names.completions),
+        inputs=raw(*input_topics(settings)),
         tasks=raw(names.tasks),
         assignments=raw(names.assignments),
         task_status=raw(names.task_status),
