@@ -485,7 +485,7 @@ class Cell:
                 reservations = self._slot_free_times(now_ms)
             if holds and eligible is not None:
                 assert reservations is not None
-                waiting = self._hold(rec, eligible, free, reservations)
+                waiting = self._hold(rec, eligible, free, reservations, now_ms)
                 if waiting is not None:
                     rec.reason = "waiting: " + waiting
                     continue
@@ -495,7 +495,7 @@ class Cell:
                 eligible = self._eligible[tid] = frozenset(c.pool for c in decision.candidates if not c.permanent)
                 if holds:
                     assert reservations is not None
-                    waiting = self._hold(rec, eligible, free, reservations)
+                    waiting = self._hold(rec, eligible, free, reservations, now_ms)
                     if waiting is not None:
                         rec.reason = "waiting: " + waiting
                         continue
@@ -577,13 +577,20 @@ class Cell:
         return free
 
     def _hold(self, rec: TaskRecord, eligible: frozenset[str], free: dict[str, int],
-              reservations: dict[str, list[float]]) -> str | None:
+              reservations: dict[str, list[float]], now_ms: float) -> str | None:
         """Late binding with foresight: if a busy pool would finish the task sooner than any free
         slot it may use, by the strategy's margin, reserve that pool's next slot for it (for the
-        rest of this dispatch pass) and say why; else None (place it now)."""
+        rest of this dispatch pass) and say why; else None (place it now).
+
+        A task with a deadline is also held when every free slot is predicted to miss the
+        deadline and a busy pool is predicted to meet it, waiting included, whatever the margin:
+        starting it where it will be late helps nobody."""
         runtimes = self._runtimes_of(rec)
         now_finish = min((runtimes[p] for p in eligible if p in free), default=math.inf)
         best_pool, best_finish = None, now_finish * self.strategy.hold_margin
+        left_s = math.inf if rec.task.deadline_ms is None else (rec.task.deadline_ms - now_ms) / 1000.0
+        if now_finish > left_s:
+            best_finish = max(best_finish, left_s)  # any busy pool predicted to meet the deadline will do
         for p in eligible:
             heap = reservations.get(p)
             if heap:

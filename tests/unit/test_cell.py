@@ -480,3 +480,21 @@ def test_a_verbatim_redelivered_audit_record_is_not_a_break_but_an_edit_is():
     assert not breaks
     _, breaks = verify([recs[0], {**recs[0], "reason": "x"}, recs[1]])
     assert breaks
+
+
+def test_a_task_that_would_miss_its_deadline_on_a_free_slot_waits_for_a_busy_pool_that_meets_it():
+    policy = "strategy: adaptive\npools: {gpu_large: {speed: 2.0}, cpu: {speed: 0.5}}"
+    for deadline_s, expect in ((10, "held for gpu_large"), (None, "placed on cpu")):
+        c = cell(policy)
+        c.heartbeat(heartbeat("big", "gpu_large", slots=1), T0)
+        c.heartbeat(heartbeat("slow", "cpu", gpu=0, slots=1), T0)
+        c.submit(task("busy", hint=4.0), T0)                 # 2 s on gpu_large, 8 s on cpu: takes gpu_large
+        assert c.tasks["busy"].pool == "gpu_large"
+        d = task("d", hint=6.0, at=T0 + 1, deadline_ms=None if deadline_s is None else T0 + 1 + deadline_s * 1000)
+        fx = c.submit(d, T0 + 1)
+        # cpu would take 12 s (past a 10 s deadline); gpu_large frees in 2 s and takes 3 s: 5 s.
+        # The strategy's margin alone (5 s is not below 0.3 x 12 s) would not hold it.
+        if expect == "placed on cpu":
+            assert [a["pool"] for a in fx.assignments] == ["cpu"]
+        else:
+            assert not fx.assignments and "gpu_large" in c.tasks["d"].reason
