@@ -33,7 +33,7 @@ from shunter.policies.errors import PolicyError
 from shunter.policies.learners import ArrivalForecast
 from shunter.policies.model import Priority, Task, TaskRecord, TaskState, Worker
 from shunter.policies.river_adapter import arrival_forecaster, runtime_estimator
-from shunter.streams.app import SchedulerTables, SchedulerTopics
+from shunter.streams.app import SchedulerTables, SchedulerTopics, input_topics
 from shunter.streams.codec import CODEC
 from shunter.streams.errors import CodecError
 from shunter.streams.reader import PolicyFeed
@@ -54,6 +54,8 @@ RECENT_AUDIT = 5000
 """Audit records kept in memory for the web console (the audit topic and sink keep them all)."""
 Output = tuple[str, "bytes | None", bytes, "int | None"]
 """(topic attribute on SchedulerTopics, key, value, partition) of one record to emit."""
+WATCHDOG_S = float(os.environ.get("SHUNTER_WATCHDOG_S", "60"))
+"""Exit when input waits and no event was handled for this long (0: off)."""
 SEND_QUEUE = 2000
 """Events whose outputs wait for their state to be durable; the agent waits when it is full."""
 OUTBOX_RING = 256
@@ -110,6 +112,9 @@ class Scheduler:
         self.wait_for_state = True
         """Hold outputs until the state they follow is durable (off only where no broker acknowledges)."""
         self.state_ack_timeout_s = float(os.environ.get("SHUNTER_STATE_ACK_TIMEOUT_S", "120"))
+        self.last_handled = time.monotonic()
+        self.handled_offsets: dict[tuple[str, int], int] = {}
+        """Per input partition, the offset of the last event the agent took (for the watchdog)."""
 
     # ---------------------------------------------------------------------------------- cells
     def policy(self) -> PolicyDocument:
@@ -154,6 +159,8 @@ class Scheduler:
 
     # ---------------------------------------------------------------------------------- events
     async def handle(self, event: Any) -> None:
+        self.last_handled = time.monotonic()
+        self.handled_offsets[(event.message.topic, event.message.partition)] = event.message.offset
         while self._ring_full():  # backpressure: never overwrite an outbox entry still in flight
             self._room.clear()
             await self._room.wait()
@@ -526,14 +533,26 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
     @app.timer(interval=5.0)
     async def observe_lag() -> None:
         consumer = app.consumer
+        behind = False
         try:
+            inputs = set(input_topics(settings))
             for tp in consumer.assignment():
                 high = consumer.highwater(tp)
                 committed = consumer._committed_offset.get(tp)  # noqa: SLF001 - Faust keeps no public accessor
                 if high is not None:
                     metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - (committed or 0)))
+                    handled = scheduler.handled_offsets.get((tp.topic, tp.partition))
+                    behind |= tp.topic in inputs and high > (handled if handled is not None else committed or 0) + 1
         except Exception:  # noqa: BLE001 - metrics must never stop the scheduler
             log.debug("consumer lag not available yet", exc_info=True)
+            return
+        recovery = getattr(app.tables, "recovery", None)
+        ready = (recovery is None or recovery.completed.is_set()) and not app.rebalancing
+        idle_s = time.monotonic() - scheduler.last_handled
+        if WATCHDOG_S and ready and behind and idle_s > WATCHDOG_S:
+            # Input is waiting and nothing has been handled for a long time: the consumer or the
+            # agent is wedged (seen, rarely, after a restart). Crash-only: exit, a supervisor restarts.
+            _exit("input is waiting but no event was handled for %.0fs (watchdog)", idle_s)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
