@@ -68,8 +68,8 @@ FINISHED_RETENTION_MS = 15 * 60 * 1000
 
 @dataclass
 class Staged:
-    """One event's outputs and the number of the outbox entry that holds them (None: re-sends and
-    dead letters of undecodable input, which no entry tracks)."""
+    """One event's outputs and the number of the outbox entry that holds them (a new owner's
+    re-send carries the oldest entry's number; None: dead letters of undecodable input)."""
 
     cell: str | None
     n: int | None
@@ -334,7 +334,10 @@ class Scheduler:
             rec = cell.tasks.get(tid)
             if rec is not None:
                 out.append(("task_status", tid.encode(), CODEC.encode("TaskStatus", rec.to_status()), None))
-        self.staged.append(Staged(None, None, out))
+        # Tracked under the oldest entry's number: no entry of the ring is overwritten before the
+        # re-sent outputs are acknowledged (the ring is full while that number is in flight).
+        self.inflight[cell.name].add(entries[0]["n"])
+        self.staged.append(Staged(cell.name, entries[0]["n"], out))
         log.warning("cell %s: re-sending %d output(s) of the last %d event(s) from the outbox",
                     cell.name, len(out), len(entries))
 
