@@ -421,6 +421,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from shunter.connectors.replay import replay
+
+    say = (lambda m: print(m, file=sys.stderr, flush=True)) if args.json else (lambda m: print(m, flush=True))
+    doc = replay(args.trace, limit=args.limit, time_scale=args.time_scale, strategy=args.strategy,
+                 utilization=args.utilization, seed=args.seed, say=say)
+    print(json.dumps(doc) if args.json else json.dumps(doc, indent=2))
+    return 0
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from shunter.policies.simulation import STRATEGY_ORDER, benchmark, load_workload
 
@@ -583,6 +593,16 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=1)
     sim.add_argument("--json", action="store_true")
     sim.add_argument("--report", metavar="DIR", help="also write a markdown report with PNG plots into DIR")
+
+    rp = add("replay", cmd_replay, "a slice of a trace through the real broker, scheduler and workers, "
+             "K times faster; prints simulate's JSON for that run")
+    rp.add_argument("--trace", required=True, help="CSV with TIMESTAMP,ContextTokens,GeneratedTokens")
+    rp.add_argument("--limit", type=int, default=200, help="the first N rows")
+    rp.add_argument("--time-scale", type=float, default=10.0, help="run K times faster than the trace")
+    rp.add_argument("--strategy", default="adaptive")
+    rp.add_argument("--utilization", type=float, default=0.85)
+    rp.add_argument("--seed", type=int, default=1)
+    rp.add_argument("--json", action="store_true")
 
     be = add("bench", cmd_bench, "throughput through Kafka against the no-op Faust ceiling (BENCHMARKS.md section 2); "
              "peer: the same work through Celery on RabbitMQ, side by side")

@@ -26,14 +26,19 @@ STRATEGY_ORDER = ("fifo", "round_robin", "random", "least_loaded", "priority", "
                   "deadline", "batch", "adaptive", ORACLE)
 
 
-def cluster_policy(cluster: Sequence[PoolModel], strategy: str) -> PolicyDocument:
-    """What an operator would declare about the simulated pools: cost, nominal speed, realtime."""
+def cluster_policy_yaml(cluster: Sequence[PoolModel], strategy: str, time_scale: float = 1.0) -> str:
+    """What an operator would declare about the simulated pools: cost, nominal speed, realtime.
+    ``time_scale``: time constants divided by it, for a replay that runs K times faster."""
     lines = [f"strategy: {strategy}", "pools:"]
     for p in cluster:
         lines.append(f"  {p.name}: {{cost_per_slot_s: {p.cost_per_slot_s}, speed: {p.speed_hint}, "
-                     f"default_runtime_s: {1.0 / p.speed_hint:.4f}, realtime: {str(p.realtime).lower()}}}")
-    lines.append("queue: {aging_s: 60, unplaceable_timeout_s: 1000000000}")
-    return parse_policy("\n".join(lines))
+                     f"default_runtime_s: {1.0 / p.speed_hint / time_scale:.4f}, realtime: {str(p.realtime).lower()}}}")
+    lines.append(f"queue: {{aging_s: {60 / time_scale:g}, unplaceable_timeout_s: 1000000000}}")
+    return "\n".join(lines)
+
+
+def cluster_policy(cluster: Sequence[PoolModel], strategy: str) -> PolicyDocument:
+    return parse_policy(cluster_policy_yaml(cluster, strategy))
 
 
 class OracleEstimator(RuntimeEstimator):
