@@ -81,9 +81,13 @@ class TopicNames:
     def lane(self, topic: str) -> tuple[str | None, bool]:
         """(the tenant a task topic binds, or None; whether it is an urgent lane)."""
         kind = topic[len(self.prefix):]
-        urgent = kind.endswith(URGENT)
-        kind = kind[: -len(URGENT)] if urgent else kind
-        return (kind[len("tasks."):] if self.tenants and kind.startswith("tasks.") else None), urgent
+        if not kind.startswith("tasks."):
+            return None, False
+        parts = kind[len("tasks."):].split(".")
+        if not self.tenants:
+            return None, parts == [URGENT[1:]]
+        # tasks.<tenant> or tasks.<tenant>.urgent (tenant names have no dots, so "urgent" can be one)
+        return parts[0], parts[1:] == [URGENT[1:]]
 
     def all(self) -> dict[str, TopicSpec]:
         out = {self.prefix + spec.name: spec for spec in TOPICS}

@@ -34,3 +34,14 @@ def test_tenants_get_their_own_task_topics_and_names_are_checked():
     assert TopicNames(Settings()).submit_topic("acme") == "shunter.tasks"
     with pytest.raises(BrokerError, match="not valid"):
         Settings(tenants=("a/b",))
+
+
+def test_task_topics_name_their_tenant_and_lane_even_for_a_tenant_called_urgent():
+    names = TopicNames(Settings(tenants=("urgent", "acme")))
+    assert names.lane("shunter.tasks.urgent") == ("urgent", False)
+    assert names.lane("shunter.tasks.urgent.urgent") == ("urgent", True)
+    assert names.lane("shunter.tasks.acme.urgent") == ("acme", True)
+    assert names.lane("shunter.tasks") == (None, False)
+    plain = TopicNames(Settings())
+    assert plain.lane("shunter.tasks.urgent") == (None, True) and plain.lane("shunter.heartbeats") == (None, False)
+    assert plain.submit_topic("x", urgent=True) == "shunter.tasks.urgent"
