@@ -97,41 +97,36 @@ def settings(kafka: str) -> Settings:
     return s
 
 
-class SchedulerProcess:
-    """The scheduler as a real child process (``shunter scheduler``), stopped by PID."""
+class ChildProcess:
+    """A ``shunter`` command as a real child process with these settings, stopped by PID; each
+    start writes its own log (``<name>-<n>.log``)."""
 
-    def __init__(self, settings: Settings, logdir: Path) -> None:
-        self.settings, self.logdir = settings, logdir
+    def __init__(self, settings: Settings, logdir: Path, name: str, args: list[str]) -> None:
+        self.settings, self.logdir, self.name, self.args = settings, logdir, name, args
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
-    def start(self, timeout: float = 90.0) -> "SchedulerProcess":
+    def spawn(self) -> subprocess.Popen[bytes]:
         self.starts += 1
-        log = open(self.logdir / f"scheduler-{self.starts}.log", "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "shunter.connectors.cli", "scheduler"],
+        log = open(self.logdir / f"{self.name}-{self.starts}.log", "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "shunter.connectors.cli", *self.args],
                                      env={**os.environ, **self.settings.to_env()}, stdout=log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         CHILDREN.append(self.proc)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"scheduler exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.settings.web_port}/healthz", timeout=1) as r:
-                    if json.load(r)["ok"]:
-                        return self
-            except OSError:
-                pass
-            time.sleep(0.3)
-        raise TimeoutError(f"scheduler not healthy in {timeout}s:\n{self.log_tail()}")
+        return self.proc
 
     def log_tail(self, chars: int = 4000) -> str:
-        logs = sorted(self.logdir.glob("scheduler-*.log"))
+        logs = sorted(self.logdir.glob(f"{self.name}-*.log"))
         return logs[-1].read_text(errors="replace")[-chars:] if logs else ""
+
+    def send(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
+        self.proc.send_signal(signal.SIGCONT)  # a paused process must be able to act on the signal
         self.proc.send_signal(sig)
         try:
             self.proc.wait(timeout)
@@ -141,6 +136,28 @@ class SchedulerProcess:
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
+
+
+class SchedulerProcess(ChildProcess):
+    """The scheduler (``shunter scheduler``); ``start`` returns once it answers /healthz."""
+
+    def __init__(self, settings: Settings, logdir: Path) -> None:
+        super().__init__(settings, logdir, "scheduler", ["scheduler"])
+
+    def start(self, timeout: float = 90.0) -> "SchedulerProcess":
+        proc = self.spawn()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"scheduler exited with {proc.returncode}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.settings.web_port}/healthz", timeout=1) as r:
+                    if json.load(r)["ok"]:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise TimeoutError(f"scheduler not healthy in {timeout}s:\n{self.log_tail()}")
 
 
 @pytest.fixture
@@ -162,41 +179,18 @@ def wait_until(predicate, timeout: float, what: str, poll: float = 0.2):  # type
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
 
 
-class WorkerProcess:
-    """Demo workers as a real child process (``shunter worker``), so they can be killed for real."""
+class WorkerProcess(ChildProcess):
+    """Demo workers (``shunter worker``), so they can be killed and paused for real."""
 
     def __init__(self, settings: Settings, logdir: Path, pool: str, count: int = 1, slots: int = 1,
                  prefix: str = "chaos", gpu: int = 0) -> None:
-        self.settings, self.logdir = settings, logdir
-        self.args = ["worker", "--pool", pool, "--count", str(count), "--slots", str(slots), "--id-prefix", prefix,
-                     "--gpu", str(gpu), "--gpu-memory-gb", str(24 * gpu), "--drain-timeout", "5"]
-        self.name = f"{prefix}-{pool}"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
+        super().__init__(settings, logdir, f"{prefix}-{pool}", [
+            "worker", "--pool", pool, "--count", str(count), "--slots", str(slots), "--id-prefix", prefix,
+            "--gpu", str(gpu), "--gpu-memory-gb", str(24 * gpu), "--drain-timeout", "5"])
 
     def start(self) -> "WorkerProcess":
-        self.starts += 1
-        log = open(self.logdir / f"{self.name}-{self.starts}.log", "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "shunter.connectors.cli", *self.args],
-                                     env={**os.environ, **self.settings.to_env()}, stdout=log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        CHILDREN.append(self.proc)
+        self.spawn()
         return self
-
-    def send(self, sig: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGCONT)
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def read_all(settings: Settings) -> dict[str, list[dict]]:
