@@ -166,14 +166,14 @@ class Scheduler:
             await self._room.wait()
         with metrics.HANDLE_SECONDS.time():
             self._handle(event)
+        state = self.tables.written()  # this event's changelog writes (taken even if nothing waits on them)
         if self.staged:
-            state = self.tables.written() if self.wait_for_state else []
+            if not self.wait_for_state:
+                state = []
             for staged in self.staged:
                 await self.sendq.put((staged, state))
             self.staged.clear()
             metrics.OUTPUT_BACKLOG.set(self.sendq.qsize())
-        elif self.wait_for_state:
-            self.tables.written()  # state with no outputs waiting on it
 
     def _handle(self, event: Any) -> None:
         msg = event.message

@@ -111,6 +111,19 @@ def _get_json(url: str) -> Any:
         return json.load(resp)
 
 
+def start_cluster(procs: Processes, settings: Settings, scheduler: Settings, worker: Settings,
+                  time_scale: float, prefix: str) -> None:
+    """The scheduler and every pool of ``CLUSTER`` as child processes (each with its own
+    principal's settings); returns once every worker registered with the scheduler."""
+    procs.spawn("scheduler", ["scheduler"], scheduler.to_env())
+    for p in CLUSTER:
+        procs.spawn(f"workers-{p.name}", [
+            "worker", "--pool", p.name, "--count", str(p.workers), "--slots", str(p.slots),
+            "--gpu", str(p.gpu), "--gpu-memory-gb", str(p.gpu_memory_gb), "--id-prefix", prefix,
+            "--time-scale", str(time_scale)], worker.to_env())
+    wait_for_workers(settings, sum(p.workers for p in CLUSTER), procs)
+
+
 def wait_for_workers(settings: Settings, expected: int, procs: Processes, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     seen = 0
@@ -165,13 +178,7 @@ def run_demo(opts: DemoOptions, settings: Settings | None = None) -> dict[str, A
     total_workers = sum(p.workers for p in CLUSTER)
     try:
         _say(opts, f"starting the scheduler and {total_workers} workers in {len(CLUSTER)} pools (logs in {run_dir})")
-        procs.spawn("scheduler", ["scheduler"], principals["scheduler"].to_env())
-        for p in CLUSTER:
-            procs.spawn(f"workers-{p.name}", [
-                "worker", "--pool", p.name, "--count", str(p.workers), "--slots", str(p.slots),
-                "--gpu", str(p.gpu), "--gpu-memory-gb", str(p.gpu_memory_gb), "--id-prefix", "demo",
-                "--time-scale", str(opts.time_scale)], principals["worker"].to_env())
-        wait_for_workers(settings, total_workers, procs)
+        start_cluster(procs, settings, principals["scheduler"], principals["worker"], opts.time_scale, "demo")
         summary = _replay(opts, settings, procs, principals)
         _snapshot_metrics(settings, run_dir)
         summary["metrics_snapshot"] = str(run_dir / "metrics.txt")

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from shunter.connectors.broker import LocalBroker, state_dir
 from shunter.connectors.client import ShunterClient, StatusTracker
-from shunter.connectors.demo import Processes, wait_for_workers
+from shunter.connectors.demo import Processes, start_cluster
 from shunter.policies.model import TaskState
 from shunter.policies.simulation import Run, SimulationResult, cluster_policy_yaml, load_workload, report
 from shunter.policies.workloads import CLUSTER, WorkItem, at_utilization
@@ -41,14 +41,8 @@ def replay(trace: str, *, limit: int, time_scale: float, strategy: str = "adapti
     run_dir = state_dir() / "replay"
     run_dir.mkdir(parents=True, exist_ok=True)
     procs = Processes(run_dir)
-    env = settings.to_env()
     try:
-        procs.spawn("scheduler", ["scheduler"], env)
-        for p in CLUSTER:
-            procs.spawn(f"workers-{p.name}", [
-                "worker", "--pool", p.name, "--count", str(p.workers), "--slots", str(p.slots), "--gpu", str(p.gpu),
-                "--gpu-memory-gb", str(p.gpu_memory_gb), "--id-prefix", "replay", "--time-scale", str(time_scale)], env)
-        wait_for_workers(settings, sum(p.workers for p in CLUSTER), procs)
+        start_cluster(procs, settings, settings, settings, time_scale, "replay")
         say(f"replaying {len(items)} tasks at {time_scale:g}x ({items[-1].arrival_s / time_scale:.0f}s of arrivals)")
         ids = _submit(client, items, time_scale, procs)
         tracker = StatusTracker(settings, from_beginning=True).start()

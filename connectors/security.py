@@ -246,7 +246,7 @@ def _try_admin(conf: dict[str, Any], action: Callable[[AdminClient], Iterable[An
         return _error(exc)
 
 
-def _spoofed_submission(settings: Settings, as_tenant: str) -> tuple[bytes, str]:
+def _spoofed_submission(as_tenant: str) -> tuple[bytes, str]:
     task_id = f"probe-{uuid.uuid4()}"
     now = int(time.time() * 1000)
     value = CODEC.encode("TaskSubmitted", {
@@ -291,7 +291,7 @@ def probe(admin: Settings, wait_s: float = 30.0, say: Callable[[str], None] = la
     time.sleep(2.0)  # SCRAM credentials and ACLs reach the listener through the metadata log
     base = {"bootstrap.servers": admin.bootstrap}
     tenant_a = made[f"tenant:{a}"]
-    value, spoof_id = _spoofed_submission(admin, as_tenant=b)
+    value, spoof_id = _spoofed_submission(as_tenant=b)
     attempts: list[tuple[str, str, Callable[[], str | None]]] = [
         ("connect without credentials", "ANONYMOUS", lambda: _try_connect(base)),
         ("connect with a wrong password", "admin", lambda: _try_connect(
