@@ -16,6 +16,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from statistics import NormalDist
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
@@ -30,6 +31,7 @@ from shunter.policies.strategies import Strategy, strategy
 
 MAX_DEADLINE_HORIZON_MS = 30 * 24 * 3600 * 1000
 MAX_HINT_S = 7 * 24 * 3600.0
+_SQRT2 = math.sqrt(2.0)
 DISPATCH_SCAN = 64
 """How far past a blocked head the dispatcher looks for a task that fits elsewhere (backfill)."""
 
@@ -369,7 +371,7 @@ class Cell:
             if self.estimator.learn(rec.task, pool, runtime, self.policy):
                 fx.drifted.append(pool)
                 self._audit(fx, "model-drift", rec, now_ms, reason=f"runtime predictions on {pool} drifted "
-                            f"(ADWIN on |log error|); the runtime model was reset and relearns from here")
+                            f"(ADWIN on |log error|); the pool's correction and spread re-learn from here")
             ref = runtime * self.policy.pool(pool).speed
             self.ref_runtime_s = ref if self.ref_runtime_s is None else 0.98 * self.ref_runtime_s + 0.02 * ref
             self._finish(rec, TaskState.SUCCEEDED, None, now_ms, fx, action="complete")
@@ -582,15 +584,35 @@ class Cell:
         slot it may use, by the strategy's margin, reserve that pool's next slot for it (for the
         rest of this dispatch pass) and say why; else None (place it now).
 
-        A task with a deadline is also held when every free slot is predicted to miss the
-        deadline and a busy pool is predicted to meet it, waiting included, whatever the margin:
-        starting it where it will be late helps nobody."""
+        A task with a deadline is also held when no free slot is likely enough to meet it
+        (``deadline_confidence``) and a busy pool is likelier, waiting included, whatever the
+        margin: starting it where it will probably be late helps nobody. Likelihoods come from
+        the learned spread of predictions around actual runtimes (lognormal)."""
         runtimes = self._runtimes_of(rec)
-        now_finish = min((runtimes[p] for p in eligible if p in free), default=math.inf)
+        now_pool, now_finish = None, math.inf
+        for p in eligible:
+            if p in free and runtimes[p] < now_finish:
+                now_pool, now_finish = p, runtimes[p]
         best_pool, best_finish = None, now_finish * self.strategy.hold_margin
-        left_s = math.inf if rec.task.deadline_ms is None else (rec.task.deadline_ms - now_ms) / 1000.0
-        if now_finish > left_s:
-            best_finish = max(best_finish, left_s)  # any busy pool predicted to meet the deadline will do
+        if rec.task.deadline_ms is not None:
+            left_s = (rec.task.deadline_ms - now_ms) / 1000.0
+            now_chance = 0.0 if now_pool is None else self._meet_chance(left_s, 0.0, now_finish, now_pool)
+            if now_chance < self.strategy.deadline_confidence:
+                # Wait only for a pool that is likely to make it and at least halves the risk of
+                # missing: waiting on a pool nearly as hopeless as the free one idles the free
+                # slot for nothing, and under overload that spirals (every late task waiting
+                # while free slots stay empty).
+                best_chance = max(0.5, 1.0 - (1.0 - now_chance) / 2.0)
+                for p in eligible:
+                    heap = reservations.get(p)
+                    if heap:
+                        chance = self._meet_chance(left_s, heap[0], runtimes[p], p)
+                        if chance >= best_chance:
+                            best_pool, best_chance, best_finish = p, chance, heap[0] + runtimes[p]
+                if best_pool is not None:
+                    heapq.heappop(reservations[best_pool])
+                    return (f"{best_pool} is {best_chance:.0%} likely to meet the deadline in {left_s:.3g}s, "
+                            f"including the wait for a slot; the best free slot {now_chance:.0%}")
         for p in eligible:
             heap = reservations.get(p)
             if heap:
@@ -599,9 +621,20 @@ class Cell:
                     best_pool, best_finish = p, finish
         if best_pool is None:
             return None
-        heapq.heapreplace(reservations[best_pool], best_finish)
+        heapq.heappop(reservations[best_pool])
         return (f"{best_pool} is predicted to finish it in {best_finish:.3g}s including the wait for a slot; "
                 f"the best free slot would take {now_finish:.3g}s")
+
+    def _meet_chance(self, left_s: float, wait_s: float, runtime_s: float, pool: str) -> float:
+        """Chance that a task predicted to run ``runtime_s`` on ``pool``, starting in ``wait_s``,
+        ends within ``left_s``. Strategies without a model take declared speeds at face value."""
+        room = left_s - wait_s
+        if room <= 0.0:
+            return 0.0
+        sigma = self.estimator.spread(pool) if self.strategy.learns else 0.0
+        if sigma <= 0.0:
+            return 1.0 if runtime_s <= room else 0.0
+        return 0.5 * (1.0 + math.erf(math.log(room / runtime_s) / (sigma * _SQRT2)))
 
     def _deadline_feasible(self, rec: TaskRecord, d: Decision, now_ms: float, fx: Effects) -> bool:
         """The deadline strategy's feasibility check: a task that cannot meet its deadline even on
@@ -706,8 +739,20 @@ class Cell:
         if self.strategy.batches and rec.task.batch_key is not None:
             self._batches.setdefault(rec.task.batch_key, set()).add(rec.task.task_id)
         self._runtimes.pop(rec.task.task_id, None)
-        best = min(self._runtimes_of(rec).values(), default=1.0)
-        self.queue.push(rec.task.task_id, self.strategy.queue_key(rec.task, self.policy, best))
+        self.queue.push(rec.task.task_id, self.strategy.queue_key(rec.task, self.policy, self._planning_runtime(rec)))
+
+    def _planning_runtime(self, rec: TaskRecord) -> float:
+        """The runtime the queue order plans with: on the task's fastest pool, and for a strategy
+        that wants its deadlines met with some confidence, the runtime it will not exceed with
+        that confidence (the prediction is the median of a lognormal with the pool's spread)."""
+        runtimes = self._runtimes_of(rec)
+        if not runtimes:
+            return 1.0
+        pool = min(runtimes, key=runtimes.__getitem__)
+        best = runtimes[pool]
+        if self.strategy.learns and 0.5 < self.strategy.deadline_confidence < 1.0:
+            best *= math.exp(NormalDist().inv_cdf(self.strategy.deadline_confidence) * self.estimator.spread(pool))
+        return best
 
     def _requeue(self, rec: TaskRecord, now_ms: int, fx: Effects) -> None:
         rec.state, rec.worker_id, rec.pool = TaskState.PENDING, None, None

@@ -17,7 +17,7 @@ from shunter.policies.document import PolicyDocument
 from shunter.policies.model import Task
 
 
-SNAPSHOT_FORMAT = 2
+SNAPSHOT_FORMAT = 3
 """Bump when the snapshot's content changes shape; older snapshots are then ignored."""
 
 
@@ -70,6 +70,11 @@ class PoolStats:
     shadow_overrides: int = 0
     drift_events: int = 0
     failures: int = 0
+    log_bias: float = 0.0
+    """Running mean of log(actual / model's prediction) on this pool: the correction added to it."""
+    log_var: float | None = None
+    """Running variance of that residual around its mean (``RuntimeEstimator.spread``)."""
+    residuals: int = 0
     regret_s: float = 0.0
     """Sum over shadow decisions of (actual runtime here - predicted runtime on the shadow choice):
     positive means the model's choice would have finished sooner."""
@@ -92,7 +97,12 @@ class RuntimeEstimator:
     pool terms make the prediction pool-specific, while the shared terms let a completion on any
     pool teach what a task type or input size costs everywhere, so a pool that has run few tasks
     still gets sensible predictions (scaled by its declared speed) instead of a blind default.
-    Per-pool counters track samples and error. Cold start (fewer than ``warmup`` completions in
+    Per pool, the residual (log actual - log predicted) is tracked too: its running mean corrects
+    the shared model where a pool is systematically off (a pool that runs few tasks is fitted
+    worst), and its spread says how far to trust a prediction: a runtime is modelled as lognormal
+    around the corrected prediction, which is what deadline decisions need (a task predicted at
+    6 s of a 10 s deadline is a safe bet only if predictions are rarely off by 1.7x).
+    Cold start (fewer than ``warmup`` completions in
     the cell): the submitter's hint over the pool's declared speed, else the pool's default.
     """
 
@@ -107,6 +117,13 @@ class RuntimeEstimator:
     samples: int = 0
     version: int = 0
 
+    SPREAD_PRIOR = 0.7
+    """Log-sd of the residual assumed before any evidence (about "off by 2x one time in three"),
+    worth ``SPREAD_PRIOR_WEIGHT`` observations; then a running mean over the last
+    ``SPREAD_WINDOW`` or so, so the spread follows a workload that changes."""
+    SPREAD_PRIOR_WEIGHT = 10
+    SPREAD_WINDOW = 500
+
     @staticmethod
     def features(task: Task, pool: str, policy: PolicyDocument) -> dict[str, float]:
         x = task_features(task)
@@ -120,6 +137,9 @@ class RuntimeEstimator:
     def predict(self, task: Task, pool: str, policy: PolicyDocument) -> float:
         if self.model is not None and self.samples >= self.warmup:
             y = self.model.predict_one(self.features(task, pool, policy))
+            st = self.stats.get(pool)
+            if st is not None:
+                y += st.log_bias
             return math.exp(max(-12.0, min(12.0, y)))
         spec = policy.pool(pool)
         if task.runtime_hint_s is not None and task.runtime_hint_s > 0:
@@ -128,7 +148,7 @@ class RuntimeEstimator:
 
     def learn(self, task: Task, pool: str, runtime_s: float, policy: PolicyDocument) -> bool:
         """Teach one completion: predict first (to score the error and watch for drift), then
-        learn. Returns whether drift was detected (the model was then reset)."""
+        learn. Returns whether drift was detected on ``pool`` (its calibration then re-learns fast)."""
         if runtime_s <= 0:
             return False
         x = self.features(task, pool, policy)
@@ -138,22 +158,42 @@ class RuntimeEstimator:
         y = math.log(runtime_s)
         drifted = False
         if self.samples >= self.warmup:
-            err = abs(self.model.predict_one(x) - y)
+            residual = y - self.model.predict_one(x)
+            err = abs(residual - st.log_bias)
+            self._learn_spread(st, residual)
             st.abs_log_error += err
             st.off_by_2x += err >= math.log(2.0)
             st.scored += 1
             drifted = self._watch(pool, err)
         if drifted:
-            # The world changed under the model: start over rather than average two worlds.
+            # The world changed on this pool: its correction and spread forget their long memory
+            # and re-learn from the next few completions. The shared model is kept: starting it
+            # over would throw away what it knows of every pool, worst for the pools that run
+            # few tasks, while it keeps adapting by itself.
             st.drift_events += 1
-            self.model = self.factory()
-            self.samples = 0
-            self.detectors.clear()
+            st.residuals = min(st.residuals, self.SPREAD_PRIOR_WEIGHT)
+            del self.detectors[pool]
         self.model.learn_one(x, y)
         st.samples += 1
         self.samples += 1
         self.version += 1
         return drifted
+
+    def spread(self, pool: str) -> float:
+        """Standard deviation of log(actual / predicted) on ``pool``: how far to trust a prediction."""
+        st = self.stats.get(pool)
+        if st is None or st.log_var is None:
+            return self.SPREAD_PRIOR
+        return math.sqrt(st.log_var)
+
+    def _learn_spread(self, st: PoolStats, residual: float) -> None:
+        if st.log_var is None:
+            st.log_var, st.residuals = self.SPREAD_PRIOR ** 2, self.SPREAD_PRIOR_WEIGHT
+        st.residuals += 1
+        alpha = 1.0 / min(st.residuals, self.SPREAD_WINDOW)
+        st.log_bias += alpha * (residual - st.log_bias)
+        d = residual - st.log_bias
+        st.log_var += alpha * (d * d - st.log_var)
 
     def _watch(self, pool: str, abs_log_error: float) -> bool:
         if self.drift_factory is None:

@@ -8,9 +8,14 @@ from shunter.policies.learners import Classifier, DriftDetector, Forecaster, Lea
 
 
 def runtime_learner() -> Learner:
-    """Scaled inputs into an online linear regression on log-runtime."""
+    """Scaled inputs into an online linear regression on log-runtime.
+
+    AdaGrad, not plain SGD: a feature that is rarely non-zero (a pool that runs few tasks, and
+    its crossed size features) standardizes to large values when it does appear, and a fixed
+    step then overshoots until the model diverges (measured: predictions of e^12 s on such a
+    pool). AdaGrad's per-feature steps shrink with each feature's own gradients."""
     model: Learner = preprocessing.StandardScaler() | linear_model.LinearRegression(
-        optimizer=optim.SGD(0.02), intercept_lr=0.05, l2=0.0
+        optimizer=optim.AdaGrad(0.1), intercept_lr=0.05, l2=0.0
     )
     return model
 

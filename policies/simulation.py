@@ -54,6 +54,9 @@ class OracleEstimator(RuntimeEstimator):
     def learn(self, task: Task, pool: str, runtime_s: float, policy: PolicyDocument) -> None:
         return None
 
+    def spread(self, pool: str) -> float:
+        return 0.0
+
 
 @dataclass
 class Run:

@@ -66,6 +66,9 @@ class Strategy:
     hold_margin: float = 1.0
     """Hold only when the busy pool's finish is below ``hold_margin`` x the free slot's finish: a
     held task also delays the tasks queued behind it for that pool, so a small gain is not enough."""
+    deadline_confidence: float = 1.0
+    """A task with a deadline is held for a busy pool likelier to meet it when no free slot meets
+    it with at least this chance (see ``Cell._hold``)."""
     batches: bool = False
     """Holds tasks that carry a batch key until the batch is full or its max-wait window ends."""
     checks_feasibility: bool = False
@@ -100,7 +103,7 @@ STRATEGIES: Final[dict[str, Strategy]] = {s.name: s for s in (
              description="groups tasks with the same batch key on the same worker"),
     Strategy("adaptive", adaptive_key, {"completion": 2.0, "slack": 1.0, "load": 0.1}, learns=True,
              filters=(*DEFAULT_FILTERS, "reservation"),
-             holds_for_faster_pool=True, hold_margin=0.3,
+             holds_for_faster_pool=True, hold_margin=0.3, deadline_confidence=0.99,
              description="learned runtimes x queue depth: fastest predicted finish, shortest first"),
 )}
 

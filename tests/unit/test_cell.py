@@ -342,7 +342,7 @@ def test_batch_strategy_waits_for_a_full_batch_or_the_window():
     assert [a["task_id"] for a in c.tick(T0 + 2100).assignments] == ["d"]
 
 
-def test_drift_is_detected_on_an_injected_shift_and_the_model_resets():
+def test_drift_is_detected_on_an_injected_shift_and_the_pool_recalibrates():
     from shunter.policies.river_adapter import runtime_estimator
 
     c = cell()
@@ -498,3 +498,50 @@ def test_a_task_that_would_miss_its_deadline_on_a_free_slot_waits_for_a_busy_poo
             assert [a["pool"] for a in fx.assignments] == ["cpu"]
         else:
             assert not fx.assignments and "gpu_large" in c.tasks["d"].reason
+
+
+def test_a_deadline_that_no_pool_is_likely_to_meet_does_not_idle_a_free_slot():
+    c = cell("strategy: adaptive\npools: {gpu_large: {speed: 2.0}, cpu: {speed: 0.5}}")
+    c.heartbeat(heartbeat("big", "gpu_large", slots=1), T0)
+    c.heartbeat(heartbeat("slow", "cpu", gpu=0, slots=1), T0)
+    c.submit(task("busy", hint=14.0), T0)                    # gpu_large busy for 7 s
+    # cpu: 14 s; gpu_large: 7 s of waiting + 3.5 s. Both more likely than not to miss 10 s (the
+    # busy pool a little less so): waiting would only leave the cpu slot empty.
+    fx = c.submit(task("d", hint=7.0, at=T0, deadline_ms=T0 + 10_000), T0)
+    assert [a["pool"] for a in fx.assignments] == ["cpu"]
+
+
+def test_a_busy_slot_is_waited_for_by_one_task_per_dispatch_pass():
+    c = cell("strategy: adaptive\npools: {gpu_large: {speed: 2.0}, cpu: {speed: 0.5}}")
+    c.heartbeat(heartbeat("big", "gpu_large", slots=1), T0)
+    c.submit(task("busy", hint=4.0), T0)                     # gpu_large frees in 2 s
+    for i in range(2):
+        c.heartbeat(heartbeat(f"slow{i}", "cpu", gpu=0, slots=1), T0)
+    tasks = [task(f"d{i}", hint=6.0, at=T0, deadline_ms=T0 + 10_000) for i in range(2)]
+    fx = c.submit(tasks[0], T0)
+    assert not fx.assignments and "gpu_large" in c.tasks["d0"].reason, "waits for the faster pool"
+    fx = c.submit(tasks[1], T0)
+    # gpu_large's next slot is spoken for; the second task does not queue behind the first there.
+    assert [(a["task_id"], a["pool"]) for a in fx.assignments] == [("d1", "cpu")]
+    assert c.tasks["d0"].state == TaskState.PENDING
+
+
+def test_the_estimator_corrects_a_pool_it_fits_badly_and_knows_its_spread():
+    import math
+    import random
+
+    from shunter.policies.river_adapter import runtime_estimator
+
+    est = runtime_estimator()
+    policy = cell("pools: {gpu_small: {speed: 1.0}, cpu: {speed: 2.0}}").policy  # cpu declared wrongly fast
+    rng = random.Random(7)
+    for i in range(3000):
+        size = rng.uniform(100, 2000)
+        pool = "cpu" if i % 100 == 0 else "gpu_small"          # cpu runs few tasks (30 in all)
+        base = size / 1000.0 * (8.0 if pool == "cpu" else 1.0)
+        noisy = base * math.exp(rng.gauss(0.0, 0.5 if pool == "cpu" else 0.1))
+        est.learn(task(f"t{i}", size=size), pool, noisy, policy)
+    probe = task("probe", size=1000.0)
+    assert 5.0 < est.predict(probe, "cpu", policy) < 12.0, "about 8 s on cpu despite its declared speed"
+    assert 0.7 < est.predict(probe, "gpu_small", policy) < 1.4
+    assert 0.35 < est.spread("cpu") < 0.75 and est.spread("gpu_small") < 0.3, "noisier pool, wider spread"
