@@ -16,7 +16,6 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from statistics import NormalDist
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
@@ -172,7 +171,7 @@ class Cell:
         """Moving mean of completed runtimes, scaled to a speed-1 pool (for capacity planning)."""
         """Emit audit records with every candidate explained (the simulator turns this off)."""
         self._worker_order: list[Worker] | None = None
-        self._worker_keys: list[tuple[object, ...]] = []
+        self._worker_keys: list[object] = []
         self._pending_by_tenant: dict[str, int] = {}
         self._batches: dict[str, set[str]] = {}
         """Per batch key, the pending tasks that carry it (batch strategy only)."""
@@ -523,7 +522,10 @@ class Cell:
     def _ordered_workers(self) -> list[Worker]:
         if self._worker_order is None or len(self._worker_order) != len(self.workers):
             self._worker_order = sorted(self.workers.values(), key=lambda w: w.worker_id)
-            self._worker_keys = [w.static_key() for w in self._worker_order]
+            # Placement groups interchangeable workers by these keys; small ints hash far faster
+            # than the static-key tuples (which hold a dataclass) they stand for.
+            classes: dict[tuple[object, ...], int] = {}
+            self._worker_keys = [classes.setdefault(w.static_key(), len(classes)) for w in self._worker_order]
             self._pool_names = sorted({w.pool for w in self._worker_order} | set(self.policy.pools))
             self._eligible.clear()
         return self._worker_order
@@ -750,8 +752,9 @@ class Cell:
             return 1.0
         pool = min(runtimes, key=runtimes.__getitem__)
         best = runtimes[pool]
-        if self.strategy.learns and 0.5 < self.strategy.deadline_confidence < 1.0:
-            best *= math.exp(NormalDist().inv_cdf(self.strategy.deadline_confidence) * self.estimator.spread(pool))
+        z = self.strategy.confidence_z
+        if self.strategy.learns and z > 0.0:
+            best *= math.exp(z * self.estimator.spread(pool))
         return best
 
     def _requeue(self, rec: TaskRecord, now_ms: int, fx: Effects) -> None:

@@ -171,8 +171,9 @@ class Framework:
         return cand
 
     def place(self, task: Task, workers: Sequence[Worker], ctx: PlacementContext, explain: bool = True,
-              keys: Sequence[tuple[object, ...]] | None = None) -> Decision:
-        """``keys[i]``, if given, is ``workers[i].static_key()`` (callers cache it)."""
+              keys: Sequence[object] | None = None) -> Decision:
+        """``keys[i]``, if given, stands for ``workers[i].static_key()``: equal keys, equal static
+        keys (callers cache them, as small ints)."""
         candidates: list[Candidate] = []
         best: Candidate | None = None
         seen: dict[tuple[object, ...], Candidate] = {}
@@ -183,7 +184,10 @@ class Framework:
                 static = keys[i] if keys is not None else w.static_key()
                 # Without explanations, every worker that cannot take work now looks the same
                 # as its static class's first such worker: one of them speaks for all.
-                key = (static, len(w.running), w.alive, w.state) if explain or w.accepts_work else (static, "busy")
+                if explain:
+                    key: tuple[object, ...] = (static, len(w.running), w.alive, w.state)
+                else:
+                    key = (static, len(w.running) if w.accepts_work else -1)
                 proto = seen.get(key)
                 if proto is None:
                     cand = seen[key] = self._evaluate(task, w, ctx)

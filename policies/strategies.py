@@ -7,7 +7,8 @@ override the preset's weights by plugin name.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Callable, Final, Mapping
 
 from shunter.policies.document import PolicyDocument
@@ -69,11 +70,17 @@ class Strategy:
     deadline_confidence: float = 1.0
     """A task with a deadline is held for a busy pool likelier to meet it when no free slot meets
     it with at least this chance (see ``Cell._hold``)."""
+    confidence_z: float = field(init=False)
+    """``deadline_confidence`` as a number of standard deviations (0 when it is 1 or at most 0.5)."""
     batches: bool = False
     """Holds tasks that carry a batch key until the batch is full or its max-wait window ends."""
     checks_feasibility: bool = False
     """Checks at placement whether the deadline can still be met; the policy says what then."""
     description: str = ""
+
+    def __post_init__(self) -> None:
+        c = self.deadline_confidence
+        object.__setattr__(self, "confidence_z", NormalDist().inv_cdf(c) if 0.5 < c < 1.0 else 0.0)
 
     def framework(self, policy: PolicyDocument) -> Framework:
         weights = dict(self.weights)
