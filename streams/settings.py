@@ -45,6 +45,9 @@ class Settings:
     web_port: int = 6066
     web_host: str = "127.0.0.1"
     store: str = "memory://"
+    datadir: str = ""
+    """Where Faust keeps its per-application files (a RocksDB store's tables); empty means
+    ``$XDG_STATE_HOME/shunter/faust/<app id>``, never the current directory."""
     lease_s: float = 10.0
     heartbeat_interval_s: float = 1.0
     heartbeat_timeout_s: float = 5.0
@@ -113,6 +116,14 @@ class Settings:
     def with_(self, **changes: Any) -> "Settings":
         return replace(self, **changes)
 
+    @property
+    def faust_datadir(self) -> str:
+        """Faust's ``datadir`` setting; Faust fills in ``{conf.name}``, the application id."""
+        if self.datadir:
+            return self.datadir
+        state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+        return os.path.join(state, "shunter", "faust", "{conf.name}")
+
     @classmethod
     def from_env(cls) -> "Settings":
         return cls(
@@ -123,6 +134,7 @@ class Settings:
             web_port=int(_env("WEB_PORT", "6066")),
             web_host=_env("WEB_HOST", "127.0.0.1"),
             store=_env("STORE", "memory://"),
+            datadir=_env("DATADIR", ""),
             lease_s=float(_env("LEASE_S", "10")),
             heartbeat_interval_s=float(_env("HEARTBEAT_INTERVAL_S", "1")),
             heartbeat_timeout_s=float(_env("HEARTBEAT_TIMEOUT_S", "5")),
@@ -149,6 +161,7 @@ class Settings:
             "SHUNTER_WEB_PORT": str(self.web_port),
             "SHUNTER_WEB_HOST": self.web_host,
             "SHUNTER_STORE": self.store,
+            "SHUNTER_DATADIR": self.datadir,
             "SHUNTER_LEASE_S": str(self.lease_s),
             "SHUNTER_HEARTBEAT_INTERVAL_S": str(self.heartbeat_interval_s),
             "SHUNTER_HEARTBEAT_TIMEOUT_S": str(self.heartbeat_timeout_s),

@@ -45,3 +45,12 @@ def test_task_topics_name_their_tenant_and_lane_even_for_a_tenant_called_urgent(
     plain = TopicNames(Settings())
     assert plain.lane("shunter.tasks.urgent") == (None, True) and plain.lane("shunter.heartbeats") == (None, False)
     assert plain.submit_topic("x", urgent=True) == "shunter.tasks.urgent"
+
+
+def test_faust_files_go_under_the_state_directory_not_the_current_one(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    from shunter.streams.app import create_app
+
+    app, _, _ = create_app(Settings(app_id="shunter-datadir-probe"))
+    assert app.conf.datadir == tmp_path / "shunter" / "faust" / "shunter-datadir-probe"
+    assert Settings(datadir="/srv/shunter").faust_datadir == "/srv/shunter"
