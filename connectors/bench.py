@@ -219,7 +219,7 @@ def noop_agent() -> None:
     settings = Settings.from_env()
     out_name = os.environ["SHUNTER_BENCH_OUT"]
     app = faust.App(f"{settings.app_id}-noop", broker=f"kafka://{settings.bootstrap}", store="memory://",
-                    datadir=settings.faust_datadir, topic_partitions=settings.partitions, web_port=settings.web_port, web_host="127.0.0.1",
+                    datadir=settings.faust_datadir(), topic_partitions=settings.partitions, web_port=settings.web_port, web_host="127.0.0.1",
                     consumer_auto_offset_reset="earliest", producer_linger_ms=1)
     src = app.topic(TopicNames(settings).tasks, key_serializer="raw", value_serializer="raw", internal=False)
     out = app.topic(out_name, key_serializer="raw", value_serializer="raw", internal=False)

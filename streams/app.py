@@ -67,7 +67,7 @@ def create_app(settings: Settings) -> tuple[faust.App, SchedulerTopics, Schedule
         settings.app_id,
         broker=f"kafka://{settings.bootstrap}",
         store=settings.store,
-        datadir=settings.faust_datadir,
+        datadir=settings.faust_datadir(),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication,
         web_port=settings.web_port,

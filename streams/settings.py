@@ -116,13 +116,16 @@ class Settings:
     def with_(self, **changes: Any) -> "Settings":
         return replace(self, **changes)
 
-    @property
     def faust_datadir(self) -> str:
-        """Faust's ``datadir`` setting; Faust fills in ``{conf.name}``, the application id."""
+        """Faust's ``datadir`` setting, its parent folder created (Faust creates only the last
+        level); Faust fills in ``{conf.name}``, the application id."""
         if self.datadir:
-            return self.datadir
-        state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-        return os.path.join(state, "shunter", "faust", "{conf.name}")
+            path = self.datadir
+        else:
+            state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+            path = os.path.join(state, "shunter", "faust", "{conf.name}")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        return path
 
     @classmethod
     def from_env(cls) -> "Settings":
