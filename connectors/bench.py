@@ -176,11 +176,15 @@ def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callabl
         client.flush()
         probe = _timestamps(settings, names.assignments, n, timeout=120, start_offsets=start,
                             key_filter=lambda m: True)
-        lat = []
+        lat, to_cell, to_send = [], [], []
         for t, m in probe:
             rec = CODEC.decode_as("Assignment", m.value())
             if rec["task_id"] in sent:
                 lat.append(t - sent[rec["task_id"]])
+                # Where the time went: until the cell decided (the scheduler's clock stamps the
+                # decision), then until the assignment was handed to the producer.
+                to_cell.append(rec["assigned_at_ms"] - sent[rec["task_id"]])
+                to_send.append(t - rec["assigned_at_ms"])
     finally:
         hb.stop_.set()
         _stop(procs)
@@ -191,6 +195,8 @@ def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callabl
         "tasks": tasks, "tasks_per_s": round(rate, 1), "ceiling_per_s": round(ceiling, 1),
         "ratio_to_ceiling": round(rate / ceiling, 3) if ceiling else None,
         "latency_ms": {"p50": _pct(lat, 0.5), "p95": _pct(lat, 0.95), "p99": _pct(lat, 0.99)},
+        "latency_split_ms": {"submit_to_decision": {"p50": _pct(to_cell, 0.5), "p99": _pct(to_cell, 0.99)},
+                             "decision_to_send": {"p50": _pct(to_send, 0.5), "p99": _pct(to_send, 0.99)}},
         "latency_offered_per_s": round(target, 1),
         "schedulers": schedulers, "cells": cells, "broker": f"Apache Kafka {KAFKA_VERSION}", "cpu_count": os.cpu_count(),
     }
