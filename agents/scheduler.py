@@ -27,6 +27,7 @@ from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
 from shunter.agents import console, metrics
+from shunter.agents.watchdog import Watchdog
 from shunter.policies.cell import Cell, CellTiming, Effects
 from shunter.policies.document import PolicyDocument, default_policy, parse_policy
 from shunter.policies.errors import PolicyError
@@ -55,7 +56,7 @@ RECENT_AUDIT = 5000
 Output = tuple[str, "bytes | None", bytes, "int | None"]
 """(topic attribute on SchedulerTopics, key, value, partition) of one record to emit."""
 WATCHDOG_S = float(os.environ.get("SHUNTER_WATCHDOG_S", "60"))
-"""Exit when input waits and no event was handled for this long (0: off)."""
+"""Exit when input waits and no event was handled for this long (0: off; ``agents/watchdog.py``)."""
 SEND_QUEUE = 2000
 """Events whose outputs wait for their state to be durable; the agent waits when it is full."""
 OUTBOX_RING = 256
@@ -536,29 +537,35 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
     @app.timer(interval=5.0)
     async def observe_lag() -> None:
         consumer = app.consumer
-        behind = False
         try:
-            inputs = set(input_topics(settings))
             for tp in consumer.assignment():
                 high = consumer.highwater(tp)
                 committed = consumer._committed_offset.get(tp)  # noqa: SLF001 - Faust keeps no public accessor
                 if high is not None:
                     metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - (committed or 0)))
-                    handled = scheduler.handled_offsets.get((tp.topic, tp.partition))
-                    behind |= tp.topic in inputs and high > (handled if handled is not None else committed or 0) + 1
         except Exception:  # noqa: BLE001 - metrics must never stop the scheduler
             log.debug("consumer lag not available yet", exc_info=True)
-            return
+
+    inputs = set(input_topics(settings))
+    owned: set[tuple[str, int]] = set()
+
+    def ready() -> bool:
         recovery = getattr(app.tables, "recovery", None)
-        ready = (recovery is None or recovery.completed.is_set()) and not app.rebalancing
-        idle_s = time.monotonic() - scheduler.last_handled
-        if WATCHDOG_S and ready and behind and idle_s > WATCHDOG_S:
-            # Input is waiting and nothing has been handled for a long time: the consumer or the
-            # agent is wedged (seen, rarely, after a restart). Crash-only: exit, a supervisor restarts.
-            _exit("input is waiting but no event was handled for %.0fs (watchdog)", idle_s)
+        return (recovery is None or recovery.completed.is_set()) and not app.rebalancing
+
+    @app.task
+    async def start_watchdog() -> None:
+        if WATCHDOG_S:
+            Watchdog(settings, WATCHDOG_S, owned=lambda: set(owned), handled=lambda: dict(scheduler.handled_offsets),
+                     last_handled=lambda: scheduler.last_handled, ready=ready, fire=lambda why: _exit("%s", why)).start()
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
+        owned.update((tp.topic, tp.partition) for tp in assigned if tp.topic in inputs)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
+        owned.difference_update((tp.topic, tp.partition) for tp in revoked)
         scheduler.forget_partitions({tp.partition for tp in revoked})
 
     async def routed(view: View, request: Request, local: Any) -> Response:

@@ -71,7 +71,7 @@ def _short_fetch_waits() -> None:
     when the agent's 128-event queue is full). A fetch sent at such a moment asks only for the
     quiet partitions, heartbeats and completions, and the broker holds it until data arrives
     there or the wait runs out: 1,500 ms as Faust sets it. Meanwhile nothing new is fetched
-    for the busy partitions. Measured with `shunter bench throughput`: in about one run of four
+    for the busy partitions. Measured with `shunter bench throughput`: in roughly one run of three
     the submit-to-decision latency sat at 0.7-1.1 s (released by the next worker heartbeat).
     A 20 ms wait costs an empty fetch every 20 ms when idle."""
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -143,8 +144,27 @@ class SchedulerProcess(ChildProcess):
 
     def __init__(self, settings: Settings, logdir: Path) -> None:
         super().__init__(settings, logdir, "scheduler", ["scheduler"])
+        self.restarts = 0
+        self._stopping = threading.Event()
+
+    def supervise(self) -> "SchedulerProcess":
+        """Restart the scheduler whenever it exits with code 70 (crash-only: its watchdog or a
+        failed state write), as the demo and a deployment's supervisor do."""
+        def watch() -> None:
+            while not self._stopping.wait(0.5):
+                if self.proc is not None and self.proc.poll() == 70:
+                    self.restarts += 1
+                    print(f"[harness] scheduler exited 70; restart {self.restarts}")
+                    self.spawn()
+        threading.Thread(target=watch, daemon=True, name="scheduler-supervisor").start()
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+        self._stopping.set()
+        super().stop(sig, timeout)
 
     def start(self, timeout: float = 90.0) -> "SchedulerProcess":
+        self._stopping.clear()
         proc = self.spawn()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -124,7 +124,7 @@ def test_broker_restart(kafka, settings, scheduler, tmp_path):
     broker = SESSION.get("broker")
     if broker is None:
         pytest.fail("the broker-restart scenario needs the session's own broker (unset SHUNTER_BOOTSTRAP_SERVERS)")
-    scheduler.start()
+    scheduler.start().supervise()
     w = WorkerProcess(settings, tmp_path, "cpu", count=2, slots=2, prefix="brk").start()
     client = ShunterClient(settings)
     tracker = StatusTracker(settings, from_beginning=True).start()
@@ -140,7 +140,8 @@ def test_broker_restart(kafka, settings, scheduler, tmp_path):
         ids += [client.submit("classification", payload=payload(0.1)) for _ in range(10)]
         client.flush()
         wait_until(lambda: tracker.terminal(ids) == len(ids), 180, "every task after the broker restart")
-        print(f"recovered {time.monotonic() - t0:.1f}s after the broker came back")
+        print(f"recovered {time.monotonic() - t0:.1f}s after the broker came back "
+              f"({scheduler.restarts} scheduler restart(s) by its watchdog)")
         check_invariants(settings, set(ids))
     finally:
         tracker.stop()

@@ -12,9 +12,12 @@ def test_throughput_bench_runs_and_reports_its_contract(kafka, monkeypatch):
     monkeypatch.setenv("SHUNTER_BOOTSTRAP_SERVERS", kafka)
     doc = run_throughput(150, say=lambda m: None, latency_s=1.0)
     assert set(doc) == {"tasks", "tasks_per_s", "ceiling_per_s", "ratio_to_ceiling", "latency_ms", "schedulers",
-                        "cells", "broker", "cpu_count", "latency_offered_per_s"}
+                        "cells", "broker", "cpu_count", "latency_offered_per_s", "latency_split_ms"}
     assert doc["tasks"] == 150 and doc["tasks_per_s"] > 0 and doc["ceiling_per_s"] > 0
     assert set(doc["latency_ms"]) == {"p50", "p95", "p99"} and doc["latency_ms"]["p50"] is not None
+    split = doc["latency_split_ms"]
+    assert set(split) == {"submit_to_decision", "decision_to_send"}
+    assert all(part["p50"] is not None and part["p50"] >= 0 for part in split.values())
     assert doc["broker"].startswith("Apache Kafka 3.9")
 
 

@@ -1,0 +1,76 @@
+"""The scheduler's liveness watchdog: a thread with its own Kafka client.
+
+Crash-only: when input waits on the broker for a partition this process owns and the agent has
+handled nothing for ``limit_s`` (after table recovery, outside a rebalance), the process exits
+with code 70 and its supervisor restarts it; the input is redelivered to idempotent handlers.
+
+It runs outside the event loop and asks the broker itself, because the failures it is for are
+the ones where the scheduler's own view cannot be trusted: a Faust consumer that stopped
+fetching (its high watermarks stop moving with it, so measured through it the input never
+looks like it is waiting), or an event loop that is blocked (no timer of its runs).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+from confluent_kafka import Consumer, TopicPartition
+
+from shunter.streams.settings import Settings
+
+log = logging.getLogger("shunter.watchdog")
+
+
+class Watchdog(threading.Thread):
+    def __init__(self, settings: Settings, limit_s: float, *, owned: Callable[[], set[tuple[str, int]]],
+                 handled: Callable[[], dict[tuple[str, int], int]], last_handled: Callable[[], float],
+                 ready: Callable[[], bool], fire: Callable[[str], None], every_s: float = 5.0) -> None:
+        super().__init__(name="shunter-watchdog", daemon=True)
+        self.settings, self.limit_s, self.every_s = settings, limit_s, every_s
+        self.owned, self.handled, self.last_handled, self.ready, self.fire = owned, handled, last_handled, ready, fire
+
+    def run(self) -> None:
+        # The scheduler's group id, to read its committed offsets; this client never subscribes,
+        # so it never joins the group.
+        consumer = Consumer({**self.settings.kafka_config(), "group.id": self.settings.app_id,
+                             "enable.auto.commit": False})
+        try:
+            while True:
+                time.sleep(self.every_s)
+                try:
+                    self.check(consumer)
+                except Exception:  # noqa: BLE001 - a broker that cannot answer is not a wedged scheduler
+                    log.debug("watchdog check failed", exc_info=True)
+        finally:
+            consumer.close()
+
+    def check(self, consumer: Any) -> None:
+        idle_s = time.monotonic() - self.last_handled()
+        if idle_s < self.limit_s or not self.ready():
+            return
+        waiting = self.waiting(consumer)
+        if waiting:
+            topic, partition = waiting[0]
+            self.fire(f"input is waiting on {topic}[{partition}] (and {len(waiting) - 1} more partition(s)) "
+                      f"but no event was handled for {idle_s:.0f}s (watchdog)")
+
+    def waiting(self, consumer: Any) -> list[tuple[str, int]]:
+        """Owned input partitions whose end is past what the agent handled (or, for one it has
+        not handled anything of since it started, past the group's committed offset)."""
+        owned = sorted(self.owned())
+        if not owned:
+            return []
+        handled = self.handled()
+        committed = {(tp.topic, tp.partition): tp.offset
+                     for tp in consumer.committed([TopicPartition(t, p) for t, p in owned], timeout=10)}
+        out = []
+        for topic, partition in owned:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)
+            done = handled.get((topic, partition))
+            position = done + 1 if done is not None else max(committed.get((topic, partition), -1), low)
+            if high > position:
+                out.append((topic, partition))
+        return out
