@@ -57,40 +57,6 @@ class SchedulerTables:
         return out
 
 
-FETCH_MAX_WAIT_MS = 20
-"""How long the broker may hold a fetch that found no data (Faust fixes aiokafka's at 1,500 ms)."""
-PRODUCER_BUFFER = 10_000
-"""Table writes that may wait in Faust's producer buffer before the stream stops (see create_app)."""
-
-
-def _short_fetch_waits() -> None:
-    """Let an app bound how long the broker holds an empty fetch (``app.fetch_max_wait_ms``).
-
-    aiokafka keeps one fetch in flight per broker and leaves out of it every partition whose
-    records the app has not consumed yet or that flow control paused (Faust pauses a partition
-    when the agent's 128-event queue is full). A fetch sent at such a moment asks only for the
-    quiet partitions, heartbeats and completions, and the broker holds it until data arrives
-    there or the wait runs out: 1,500 ms as Faust sets it. Meanwhile nothing new is fetched
-    for the busy partitions. Measured with `shunter bench throughput`: in roughly one run of three
-    the submit-to-decision latency sat at 0.7-1.1 s (released by the next worker heartbeat).
-    A 20 ms wait costs an empty fetch every 20 ms when idle."""
-    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
-
-    create = AIOKafkaConsumerThread._create_worker_consumer
-    if getattr(create, "shunter", False):
-        return
-
-    def create_worker_consumer(self: Any, transport: Any) -> Any:
-        consumer = create(self, transport)
-        wait_ms = getattr(self.app, "fetch_max_wait_ms", None)
-        if wait_ms is not None:
-            consumer._fetch_max_wait_ms = wait_ms  # noqa: SLF001 - read when the consumer starts
-        return consumer
-
-    create_worker_consumer.shunter = True  # type: ignore[attr-defined]
-    AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
-
-
 def input_topics(settings: Settings) -> list[str]:
     names = TopicNames(settings)
     return [*names.task_inputs(), names.heartbeats, names.completions]
@@ -137,13 +103,6 @@ def create_app(settings: Settings) -> tuple[faust.App, SchedulerTopics, Schedule
             username=settings.sasl_username, password=settings.sasl_password,
             mechanism=settings.sasl_mechanism)} if settings.secure else {}),
     )
-    # Table writes queue in Faust's producer buffer. Past ``max_messages`` (100 by default) the
-    # stream stops until the buffer has sent that many, counted one wake-up at a time: at a
-    # steady 540 events/s the log showed "producer buffer full" every ~0.2 s (faust-streaming
-    # issue #173). The buffer sends in the background all along; the outbox ring is the brake.
-    app.producer.buffer.max_messages = PRODUCER_BUFFER
-    _short_fetch_waits()
-    app.fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # type: ignore[attr-defined]
     names = TopicNames(settings)
 
     def raw(*topic_names: str) -> Any:
