@@ -31,6 +31,7 @@ class Watchdog(threading.Thread):
         super().__init__(name="shunter-watchdog", daemon=True)
         self.settings, self.limit_s, self.every_s = settings, limit_s, every_s
         self.owned, self.handled, self.last_handled, self.ready, self.fire = owned, handled, last_handled, ready, fire
+        self.strikes = 0
 
     def run(self) -> None:
         # The scheduler's group id, to read its committed offsets; this client never subscribes,
@@ -48,11 +49,13 @@ class Watchdog(threading.Thread):
             consumer.close()
 
     def check(self, consumer: Any) -> None:
+        """Fire on the second check in a row that finds the scheduler idle with input waiting:
+        one alone may come right after the whole process was suspended and resumed, before the
+        agent had a chance to run."""
         idle_s = time.monotonic() - self.last_handled()
-        if idle_s < self.limit_s or not self.ready():
-            return
-        waiting = self.waiting(consumer)
-        if waiting:
+        waiting = self.waiting(consumer) if idle_s >= self.limit_s and self.ready() else []
+        self.strikes = self.strikes + 1 if waiting else 0
+        if self.strikes >= 2:
             topic, partition = waiting[0]
             self.fire(f"input is waiting on {topic}[{partition}] (and {len(waiting) - 1} more partition(s)) "
                       f"but no event was handled for {idle_s:.0f}s (watchdog)")

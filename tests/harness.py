@@ -23,7 +23,7 @@ from typing import Iterator
 
 import pytest
 
-from shunter.connectors.broker import LocalBroker, port_open
+from shunter.connectors.broker import LocalBroker
 from shunter.streams.errors import BrokerError
 from shunter.streams.settings import Settings
 from shunter.streams.topics import create_topics
@@ -35,12 +35,28 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _broker_ports() -> int:
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_block(n: int) -> int:
+    """The first of ``n`` consecutive ports nothing uses, below the kernel's ephemeral range
+    (32768+ here): a port there can be the local end of any outgoing connection at the moment a
+    broker tries to bind it (seen: "Address already in use" for a test broker on 37762)."""
     for _ in range(200):
-        p = random.randint(30000, 39000)
-        if not port_open("127.0.0.1", p) and not port_open("127.0.0.1", p + 1):
+        p = random.randint(20000, 32000 - n)
+        if all(_bindable(p + k) for k in range(n)):
             return p
-    raise RuntimeError("no free port pair for the test broker")
+    raise RuntimeError(f"no {n} free consecutive ports for a test broker")
+
+
+def _broker_ports() -> int:
+    return free_port_block(2)
 
 
 SESSION: dict[str, LocalBroker] = {}
@@ -102,6 +118,9 @@ class ChildProcess:
     """A ``shunter`` command as a real child process with these settings, stopped by PID; each
     start writes its own log (``<name>-<n>.log``)."""
 
+    env: dict[str, str] = {}
+    """Environment for this kind of process, under the settings' and over the inherited one."""
+
     def __init__(self, settings: Settings, logdir: Path, name: str, args: list[str]) -> None:
         self.settings, self.logdir, self.name, self.args = settings, logdir, name, args
         self.proc: subprocess.Popen[bytes] | None = None
@@ -111,7 +130,7 @@ class ChildProcess:
         self.starts += 1
         log = open(self.logdir / f"{self.name}-{self.starts}.log", "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "shunter.connectors.cli", *self.args],
-                                     env={**os.environ, **self.settings.to_env()}, stdout=log,
+                                     env={**os.environ, **self.env, **self.settings.to_env()}, stdout=log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         CHILDREN.append(self.proc)
         return self.proc
@@ -140,27 +159,36 @@ class ChildProcess:
 
 
 class SchedulerProcess(ChildProcess):
-    """The scheduler (``shunter scheduler``); ``start`` returns once it answers /healthz."""
+    """The scheduler (``shunter scheduler``); ``start`` returns once it answers /healthz.
+
+    Supervised as in a deployment: exit code 70 (crash-only: its watchdog found it wedged, or a
+    state write failed) means restart it. The watchdog is set to 10 s here (60 by default) so a
+    wedged scheduler (a restarted consumer that sits idle, about one restart in twenty) is
+    replaced well within a scenario's patience; every restart is printed and counted."""
+
+    env = {"SHUNTER_WATCHDOG_S": os.environ.get("SHUNTER_WATCHDOG_S", "10")}
 
     def __init__(self, settings: Settings, logdir: Path) -> None:
         super().__init__(settings, logdir, "scheduler", ["scheduler"])
         self.restarts = 0
         self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
 
-    def supervise(self) -> "SchedulerProcess":
-        """Restart the scheduler whenever it exits with code 70 (crash-only: its watchdog or a
-        failed state write), as the demo and a deployment's supervisor do."""
+    def _supervise(self) -> None:
         def watch() -> None:
             while not self._stopping.wait(0.5):
                 if self.proc is not None and self.proc.poll() == 70:
                     self.restarts += 1
-                    print(f"[harness] scheduler exited 70; restart {self.restarts}")
+                    print(f"[harness] {self.name} exited 70; restart {self.restarts}:\n{self.log_tail(600)}")
                     self.spawn()
-        threading.Thread(target=watch, daemon=True, name="scheduler-supervisor").start()
-        return self
+        if self._supervisor is None or not self._supervisor.is_alive():
+            self._supervisor = threading.Thread(target=watch, daemon=True, name="scheduler-supervisor")
+            self._supervisor.start()
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
         self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join()
         super().stop(sig, timeout)
 
     def start(self, timeout: float = 90.0) -> "SchedulerProcess":
@@ -173,6 +201,7 @@ class SchedulerProcess(ChildProcess):
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.settings.web_port}/healthz", timeout=1) as r:
                     if json.load(r)["ok"]:
+                        self._supervise()
                         return self
             except OSError:
                 pass

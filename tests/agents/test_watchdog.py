@@ -34,6 +34,8 @@ def test_fires_when_input_waits_and_nothing_was_handled_for_long():
     broker = Broker({("t.tasks", 0): 120, ("t.heartbeats", 0): 40}, {("t.tasks", 0): 100})
     w, fired = dog({("t.heartbeats", 0): 39}, idle_s=61)
     w.check(broker)
+    assert not fired, "one check alone may follow a suspended process"
+    w.check(broker)
     assert len(fired) == 1 and "t.tasks[0]" in fired[0]
 
 
@@ -41,9 +43,11 @@ def test_quiet_when_everything_was_handled_or_recently_busy_or_not_ready():
     caught_up = Broker({("t.tasks", 0): 120, ("t.heartbeats", 0): 40}, {})
     w, fired = dog({("t.tasks", 0): 119, ("t.heartbeats", 0): 39}, idle_s=600)
     w.check(caught_up)
+    w.check(caught_up)
     waiting = Broker({("t.tasks", 0): 120, ("t.heartbeats", 0): 40}, {("t.tasks", 0): 100, ("t.heartbeats", 0): 40})
     for handled, idle_s, ready in (({}, 30, True), ({}, 600, False)):
         w2, fired2 = dog(handled, idle_s, ready)
+        w2.check(waiting)
         w2.check(waiting)
         assert not fired2
     assert not fired

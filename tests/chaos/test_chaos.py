@@ -124,7 +124,7 @@ def test_broker_restart(kafka, settings, scheduler, tmp_path):
     broker = SESSION.get("broker")
     if broker is None:
         pytest.fail("the broker-restart scenario needs the session's own broker (unset SHUNTER_BOOTSTRAP_SERVERS)")
-    scheduler.start().supervise()
+    scheduler.start()
     w = WorkerProcess(settings, tmp_path, "cpu", count=2, slots=2, prefix="brk").start()
     client = ShunterClient(settings)
     tracker = StatusTracker(settings, from_beginning=True).start()
@@ -150,17 +150,15 @@ def test_broker_restart(kafka, settings, scheduler, tmp_path):
 
 def test_one_broker_of_three_killed(tmp_path_factory, tmp_path):
     """Replication factor 3 on a three-node KRaft cluster: losing a node loses nothing."""
-    import random
     import uuid
 
-    from harness import SchedulerProcess
+    from harness import SchedulerProcess, free_port_block
 
-    from shunter.connectors.broker import LocalCluster, port_open
+    from shunter.connectors.broker import LocalCluster
     from shunter.streams.settings import Settings
     from shunter.streams.topics import create_topics
 
-    base = next(p for p in (random.randint(40000, 48000) for _ in range(200))
-                if not any(port_open("127.0.0.1", p + k) for k in range(6)))
+    base = free_port_block(6)
     cluster = LocalCluster(port=base, nodes=3, data_root=tmp_path_factory.mktemp("cluster"))
     cluster.start(timeout=180)
     uid = uuid.uuid4().hex[:8]
