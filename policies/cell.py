@@ -610,7 +610,7 @@ class Cell:
                     if heap:
                         chance = self._meet_chance(left_s, heap[0], runtimes[p], p)
                         if chance >= best_chance:
-                            best_pool, best_chance, best_finish = p, chance, heap[0] + runtimes[p]
+                            best_pool, best_chance = p, chance
                 if best_pool is not None:
                     heapq.heappop(reservations[best_pool])
                     return (f"{best_pool} is {best_chance:.0%} likely to meet the deadline in {left_s:.3g}s, "

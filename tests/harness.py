@@ -29,11 +29,6 @@ from shunter.streams.settings import Settings
 from shunter.streams.topics import create_topics
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def _bindable(port: int) -> bool:
     with socket.socket() as s:
@@ -57,6 +52,11 @@ def free_port_block(n: int) -> int:
 
 def _broker_ports() -> int:
     return free_port_block(2)
+
+
+def free_port() -> int:
+    """A port for a scheduler's web server, chosen like the brokers' (not from the ephemeral range)."""
+    return free_port_block(1)
 
 
 SESSION: dict[str, LocalBroker] = {}
