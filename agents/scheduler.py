@@ -1,10 +1,11 @@
 """The scheduler agent: decode -> the cell's pure state machine -> tables -> emit.
 
-One agent reads the three cell-keyed input topics (tasks, heartbeats, completions). They share a
-partition count, so every message of a cell reaches the same process, in order per topic, and
-the agent handles them one at a time: the cell's state needs no locks. A timer sends each owned
-cell a ``CellTick`` through the tasks topic, so lease expiry and liveness run through the same
-ordered path.
+One agent reads the ordinary task topics; the control lane (``agents/control.py``) reads
+heartbeats, completions and the urgent lanes with a consumer of its own, for the partitions the
+agent's group assigned this process. The topics share a partition count, so every message of a
+cell reaches the same process, in order per topic, and both hand events to ``Scheduler.handle``
+on one event loop, one at a time: the cell's state needs no locks. A timer sends each owned cell
+a ``CellTick`` through the tasks topic, so lease expiry and liveness run through the same path.
 
 Nothing here decides anything: scheduling lives in ``shunter.policies``.
 """
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 import faust
 from faust.exceptions import SameNode
@@ -27,6 +28,7 @@ from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
 from shunter.agents import console, metrics
+from shunter.agents.control import ControlLane
 from shunter.agents.watchdog import Watchdog
 from shunter.policies.cell import Cell, CellTiming, Effects
 from shunter.policies.document import PolicyDocument, default_policy, parse_policy
@@ -34,7 +36,7 @@ from shunter.policies.errors import PolicyError
 from shunter.policies.learners import ArrivalForecast
 from shunter.policies.model import Priority, Task, TaskRecord, TaskState, Worker
 from shunter.policies.river_adapter import arrival_forecaster, runtime_estimator
-from shunter.streams.app import SchedulerTables, SchedulerTopics, input_topics
+from shunter.streams.app import SchedulerTables, SchedulerTopics, agent_topics, control_topics
 from shunter.streams.codec import CODEC
 from shunter.streams.errors import CodecError
 from shunter.streams.reader import PolicyFeed
@@ -110,6 +112,7 @@ class Scheduler:
         self.inflight: dict[str, set[int]] = {}
         """Per cell, outbox entry numbers whose outputs the broker has not acknowledged yet."""
         self._room = asyncio.Event()
+        self._queueing = asyncio.Lock()
         self.wait_for_state = True
         """Hold outputs until the state they follow is durable (off only where no broker acknowledges)."""
         self.state_ack_timeout_s = float(os.environ.get("SHUNTER_STATE_ACK_TIMEOUT_S", "120"))
@@ -159,22 +162,29 @@ class Scheduler:
                 self.inflight.pop(name, None)  # the next owner re-sends what may not have left
 
     # ---------------------------------------------------------------------------------- events
-    async def handle(self, event: Any) -> None:
-        self.last_handled = time.monotonic()
-        self.handled_offsets[(event.message.topic, event.message.partition)] = event.message.offset
+    async def handle(self, event: Any, current: Callable[[], bool] | None = None) -> list[asyncio.Future[Any]] | None:
+        """Handle one input event (from the Faust agent or the control lane); returns the futures
+        of the state writes it made, which resolve when the broker acknowledges them. ``current``
+        says whether the event's partition is still this process's once it is its turn; if not,
+        the event is left for the next owner (None)."""
         while self._ring_full():  # backpressure: never overwrite an outbox entry still in flight
             self._room.clear()
             await self._room.wait()
+        if current is not None and not current():
+            return None
+        self.last_handled = time.monotonic()
+        self.handled_offsets[(event.message.topic, event.message.partition)] = event.message.offset
         with metrics.HANDLE_SECONDS.time():
             self._handle(event)
+        # Taken before any await: another event may be handled while this one waits to queue.
         state = self.tables.written()  # this event's changelog writes (taken even if nothing waits on them)
-        if self.staged:
-            if not self.wait_for_state:
-                state = []
-            for staged in self.staged:
-                await self.sendq.put((staged, state))
-            self.staged.clear()
+        staged, self.staged = self.staged, []
+        if staged:
+            async with self._queueing:  # outputs queue in the order their events were handled
+                for item in staged:
+                    await self.sendq.put((item, state if self.wait_for_state else []))
             metrics.OUTPUT_BACKLOG.set(self.sendq.qsize())
+        return state
 
     def _handle(self, event: Any) -> None:
         msg = event.message
@@ -546,25 +556,44 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
         except Exception:  # noqa: BLE001 - metrics must never stop the scheduler
             log.debug("consumer lag not available yet", exc_info=True)
 
-    inputs = set(input_topics(settings))
+    inputs = set(agent_topics(settings))
     owned: set[tuple[str, int]] = set()
 
     def ready() -> bool:
         recovery = getattr(app.tables, "recovery", None)
         return (recovery is None or recovery.completed.is_set()) and not app.rebalancing
 
+    control = control_topics(settings)
+    lane = ControlLane(settings, control, scheduler.handle, ready) if control else None
+
     @app.task
     async def start_watchdog() -> None:
         if WATCHDOG_S:
-            Watchdog(settings, WATCHDOG_S, owned=lambda: set(owned), handled=lambda: dict(scheduler.handled_offsets),
-                     last_handled=lambda: scheduler.last_handled, ready=ready, fire=lambda why: _exit("%s", why)).start()
+            Watchdog(settings, WATCHDOG_S, owned=lambda: owned | (lane.owned() if lane else set()),
+                     handled=lambda: dict(scheduler.handled_offsets), last_handled=lambda: scheduler.last_handled,
+                     ready=ready, fire=lambda why: _exit("%s", why),
+                     control=(set(control), lane.group) if lane else None).start()
+
+    if lane is not None:
+        @app.task
+        async def read_control_lane() -> None:
+            try:
+                await lane.run()
+            except Exception:  # noqa: BLE001
+                log.exception("control lane failed")
+                _exit("the control lane failed")
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
-        owned.update((tp.topic, tp.partition) for tp in assigned if tp.topic in inputs)
+        mine = {(tp.topic, tp.partition) for tp in assigned if tp.topic in inputs}
+        owned.update(mine)
+        if lane is not None:
+            lane.own({p for _, p in mine})
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
+        if lane is not None:
+            lane.disown({tp.partition for tp in revoked if tp.topic in inputs})
         owned.difference_update((tp.topic, tp.partition) for tp in revoked)
         scheduler.forget_partitions({tp.partition for tp in revoked})
 

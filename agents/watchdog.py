@@ -1,7 +1,7 @@
 """The scheduler's liveness watchdog: a thread with its own Kafka client.
 
-Crash-only: when input waits on the broker for a partition this process owns and the agent has
-handled nothing for ``limit_s`` (after table recovery, outside a rebalance), the process exits
+Crash-only: when input waits on the broker for a partition this process owns and the scheduler
+has handled nothing for ``limit_s`` (after table recovery, outside a rebalance), the process exits
 with code 70 and its supervisor restarts it; the input is redelivered to idempotent handlers.
 
 It runs outside the event loop and asks the broker itself, because the failures it is for are
@@ -27,48 +27,61 @@ log = logging.getLogger("shunter.watchdog")
 class Watchdog(threading.Thread):
     def __init__(self, settings: Settings, limit_s: float, *, owned: Callable[[], set[tuple[str, int]]],
                  handled: Callable[[], dict[tuple[str, int], int]], last_handled: Callable[[], float],
-                 ready: Callable[[], bool], fire: Callable[[str], None], every_s: float = 5.0) -> None:
+                 ready: Callable[[], bool], fire: Callable[[str], None], every_s: float = 5.0,
+                 control: tuple[set[str], str] | None = None) -> None:
+        """``control``: the topics the control lane reads and the group it commits under."""
         super().__init__(name="shunter-watchdog", daemon=True)
         self.settings, self.limit_s, self.every_s = settings, limit_s, every_s
         self.owned, self.handled, self.last_handled, self.ready, self.fire = owned, handled, last_handled, ready, fire
+        self.control_topics, self.control_group = control or (set(), None)
         self.strikes = 0
 
     def run(self) -> None:
-        # The scheduler's group id, to read its committed offsets; this client never subscribes,
-        # so it never joins the group.
-        consumer = Consumer({**self.settings.kafka_config(), "group.id": self.settings.app_id,
-                             "enable.auto.commit": False})
+        # The scheduler's group ids, to read committed offsets; these clients never subscribe,
+        # so they never join the groups.
+        def client(group: str) -> Any:
+            return Consumer({**self.settings.kafka_config(), "group.id": group, "enable.auto.commit": False})
+
+        consumer = client(self.settings.app_id)
+        control = client(self.control_group) if self.control_group else None
         try:
             while True:
                 time.sleep(self.every_s)
                 try:
-                    self.check(consumer)
+                    self.check(consumer, control)
                 except Exception:  # noqa: BLE001 - a broker that cannot answer is not a wedged scheduler
                     log.debug("watchdog check failed", exc_info=True)
         finally:
             consumer.close()
+            if control is not None:
+                control.close()
 
-    def check(self, consumer: Any) -> None:
+    def check(self, consumer: Any, control: Any = None) -> None:
         """Fire on the second check in a row that finds the scheduler idle with input waiting:
         one alone may come right after the whole process was suspended and resumed, before the
         agent had a chance to run."""
         idle_s = time.monotonic() - self.last_handled()
-        waiting = self.waiting(consumer) if idle_s >= self.limit_s and self.ready() else []
+        waiting = self.waiting(consumer, control) if idle_s >= self.limit_s and self.ready() else []
         self.strikes = self.strikes + 1 if waiting else 0
         if self.strikes >= 2:
             topic, partition = waiting[0]
             self.fire(f"input is waiting on {topic}[{partition}] (and {len(waiting) - 1} more partition(s)) "
                       f"but no event was handled for {idle_s:.0f}s (watchdog)")
 
-    def waiting(self, consumer: Any) -> list[tuple[str, int]]:
-        """Owned input partitions whose end is past what the agent handled (or, for one it has
-        not handled anything of since it started, past the group's committed offset)."""
+    def waiting(self, consumer: Any, control: Any = None) -> list[tuple[str, int]]:
+        """Owned input partitions whose end is past what the scheduler handled (or, for one it
+        has not handled anything of since it started, past the committed offset of the group
+        that reads it: the agent's, or the control lane's)."""
         owned = sorted(self.owned())
         if not owned:
             return []
         handled = self.handled()
-        committed = {(tp.topic, tp.partition): tp.offset
-                     for tp in consumer.committed([TopicPartition(t, p) for t, p in owned], timeout=10)}
+        committed: dict[tuple[str, int], int] = {}
+        for client, topics in ((consumer, [tp for tp in owned if tp[0] not in self.control_topics]),
+                               (control or consumer, [tp for tp in owned if tp[0] in self.control_topics])):
+            if topics:
+                committed.update({(tp.topic, tp.partition): tp.offset
+                                  for tp in client.committed([TopicPartition(t, p) for t, p in topics], timeout=10)})
         out = []
         for topic, partition in owned:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)

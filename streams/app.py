@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import zlib
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,11 @@ class SchedulerTopics:
     deadletter: Any
 
 
+CHANGELOG_PARTITION: ContextVar[int | None] = ContextVar("changelog_partition", default=None)
+"""The partition of the event being handled outside a Faust stream (the control lane,
+``agents/control.py``): its table writes go to that changelog partition, as Faust's own do."""
+
+
 class TrackedTable(faust.Table):
     """A table that keeps the futures of its changelog writes, so the scheduler can hold an
     event's outputs until the state they follow is acknowledged by the broker."""
@@ -38,6 +44,10 @@ class TrackedTable(faust.Table):
         fut = super().send_changelog(*args, **kwargs)
         self.writes.append(fut)
         return fut
+
+    def partition_for_key(self, key: Any) -> int | None:
+        partition = CHANGELOG_PARTITION.get()
+        return partition if partition is not None else super().partition_for_key(key)
 
 
 @dataclass
@@ -58,8 +68,26 @@ class SchedulerTables:
 
 
 def input_topics(settings: Settings) -> list[str]:
+    """Every topic the scheduler reads: cell-keyed and co-partitioned."""
     names = TopicNames(settings)
     return [*names.task_inputs(), names.heartbeats, names.completions]
+
+
+def control_topics(settings: Settings) -> list[str]:
+    """The inputs read by the control lane (``agents/control.py``) rather than Faust's consumer:
+    heartbeats, completions and the urgent lanes, which must never wait behind a flood of
+    ordinary submissions. Empty when ``SHUNTER_CONTROL_LANE=0``."""
+    if not settings.control_lane:
+        return []
+    names = TopicNames(settings)
+    return [t for t in names.task_inputs() if names.lane(t)[1]] + [names.heartbeats, names.completions]
+
+
+def agent_topics(settings: Settings) -> list[str]:
+    """The inputs the Faust agent reads: the others. Its group's assignment of these decides
+    which cells this process owns."""
+    control = set(control_topics(settings))
+    return [t for t in input_topics(settings) if t not in control]
 
 
 def create_app(settings: Settings) -> tuple[faust.App, SchedulerTopics, SchedulerTables]:
@@ -97,7 +125,7 @@ def create_app(settings: Settings) -> tuple[faust.App, SchedulerTopics, Schedule
         # assignment without a rebalance, so a scheduler that now reads more topics (a new tenant,
         # the urgent lane) must join as a new member or it never gets their partitions.
         consumer_group_instance_id=f"{settings.app_id}-{socket.gethostname()}-{settings.web_port}-"
-                                   f"{zlib.crc32(','.join(sorted(input_topics(settings))).encode()):08x}",
+                                   f"{zlib.crc32(','.join(sorted(agent_topics(settings))).encode()):08x}",
         Table=TrackedTable,
         **({"broker_credentials": faust.SASLCredentials(
             username=settings.sasl_username, password=settings.sasl_password,
@@ -110,7 +138,7 @@ def create_app(settings: Settings) -> tuple[faust.App, SchedulerTopics, Schedule
                          partitions=settings.partitions, internal=False)
 
     topics = SchedulerTopics(
-        inputs=raw(*input_topics(settings)),
+        inputs=raw(*agent_topics(settings)),
         tasks=raw(names.tasks),
         assignments=raw(names.assignments),
         task_status=raw(names.task_status),

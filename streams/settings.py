@@ -68,6 +68,9 @@ class Settings:
     reads those topics and binds each submission to its topic's tenant; clients write there."""
     tenant: str = ""
     """The tenant this process submits as (a tenant's credentials may write only its own topic)."""
+    control_lane: bool = True
+    """Read heartbeats, completions and urgent submissions with a consumer of their own
+    (``agents/control.py``); off, the Faust agent reads every input."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -152,6 +155,7 @@ class Settings:
             sasl_mechanism=_env("SASL_MECHANISM", "SCRAM-SHA-512"),
             tenants=tuple(t for t in _env("TENANTS", "").split(",") if t),
             tenant=_env("TENANT", ""),
+            control_lane=_env("CONTROL_LANE", "1") not in ("0", "false", "no", "off"),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -174,6 +178,7 @@ class Settings:
             "SHUNTER_REPLICATION": str(self.replication),
             "SHUNTER_TENANTS": ",".join(self.tenants),
             "SHUNTER_TENANT": self.tenant,
+            "SHUNTER_CONTROL_LANE": "1" if self.control_lane else "0",
             "SHUNTER_SASL_USERNAME": self.sasl_username,
             "SHUNTER_SASL_MECHANISM": self.sasl_mechanism,
             **({"SHUNTER_SASL_PASSWORD_FILE": self.sasl_password_file} if self.sasl_password_file

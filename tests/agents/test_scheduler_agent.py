@@ -38,7 +38,8 @@ def completed(task_id: str, worker_id: str, epoch: int) -> bytes:
 
 class Harness:
     def __init__(self) -> None:
-        self.settings = Settings(bootstrap_servers="localhost:1", partitions=3)
+        # One agent reads every input here: the control lane needs a broker (integration tests).
+        self.settings = Settings(bootstrap_servers="localhost:1", partitions=3, control_lane=False)
         self.app, self.topics, self.tables = create_app(self.settings)
         self.app.conf.store = "memory://"
         self.scheduler: Scheduler = install(self.app, self.topics, self.tables, self.settings)

@@ -1,0 +1,238 @@
+"""The control lane: heartbeats, completions and urgent submissions, read by a consumer of their own.
+
+Faust's consumer hands everything it fetched to the agents in fetch order, and waits whenever an
+agent's queue is full. Under a flood of ordinary submissions that queue is always full, so a
+critical task on the urgent lane, a completion that frees a slot or a heartbeat that keeps a
+worker alive was *read* tens to hundreds of milliseconds late (measured: a critical submission
+read 134 ms after it was sent; the demo declared live workers dead because their heartbeats
+were read seconds late; docs/benchmarks/peer.md). No buffer size fixed it.
+
+So these topics are read here instead, by a librdkafka consumer in a thread of its own, which
+fetches in the background whatever the event loop is doing. It is assigned by hand the same
+partitions of these topics as Faust's group gave this process of the task topics: they are
+co-partitioned, so partition p holds the same cells everywhere and one process still owns a
+whole cell (DESIGN.md section 3). Its events go through the same ``Scheduler.handle`` on the
+event loop, between two of the agent's events, so a cell's state still needs no lock.
+
+Offsets are committed under the group ``<app id>-control`` only once the state an event wrote
+is acknowledged by the broker (as Faust commits its own); a process that takes a cell over
+reads on from there, and what is read twice meets idempotent handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Sequence
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from shunter.streams.app import CHANGELOG_PARTITION
+from shunter.streams.settings import Settings
+
+log = logging.getLogger("shunter.control")
+
+BATCH = 500
+"""Most messages the reader hands to the event loop at once."""
+BACKLOG = 5000
+"""Messages handed to the event loop and not handled yet; above this the reader waits."""
+
+
+@dataclass(frozen=True, slots=True)
+class ControlMessage:
+    """What the scheduler reads of a Faust event's ``message``."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: float | None
+    """Seconds since the epoch, as Faust gives it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ControlEvent:
+    """A record of the control lane, shaped like the Faust event the scheduler handles."""
+
+    message: ControlMessage
+    key: bytes | None
+    value: bytes | None
+
+
+def control_group(settings: Settings) -> str:
+    return f"{settings.app_id}-control"
+
+
+class ControlLane:
+    """Reads ``topics`` for the partitions this process owns; hands each record to ``handle``
+    (with a check that its partition is still this process's; it returns the futures of the
+    state writes it made, or None if it left the record) once ``ready()`` says the tables are
+    recovered, and commits what is durable."""
+
+    def __init__(self, settings: Settings, topics: Sequence[str],
+                 handle: Callable[[ControlEvent, Callable[[], bool]], Awaitable[list[asyncio.Future[Any]] | None]],
+                 ready: Callable[[], bool]) -> None:
+        self.settings, self.topics, self.handle, self.ready = settings, tuple(topics), handle, ready
+        self.group = control_group(settings)
+        self._lock = threading.Lock()
+        self._owned: set[int] = set()
+        self._generation: dict[int, int] = {}
+        """Bumped whenever a partition is given up or taken: records read under an older
+        generation are dropped unhandled, and the reader re-reads from the committed offset."""
+        self._commits: dict[tuple[str, int], int] = {}
+        self._backlog = 0
+        self._pending: deque[tuple[tuple[str, int], int, int, list[asyncio.Future[Any]]]] = deque()
+        self._inbox: asyncio.Queue[list[tuple[int, Any]]] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------------------ ownership
+    def own(self, partitions: set[int]) -> None:
+        with self._lock:
+            for p in partitions:
+                self._generation[p] = self._generation.get(p, 0) + 1
+            self._owned |= partitions
+
+    def disown(self, partitions: set[int]) -> None:
+        with self._lock:
+            for p in partitions & self._owned:
+                self._generation[p] = self._generation.get(p, 0) + 1
+            self._owned -= partitions
+
+    def owned(self) -> set[tuple[str, int]]:
+        with self._lock:
+            return {(t, p) for t in self.topics for p in self._owned}
+
+    def _current(self, partition: int, generation: int) -> bool:
+        with self._lock:
+            return partition in self._owned and self._generation.get(partition) == generation
+
+    # ------------------------------------------------------------------------ the event loop side
+    async def run(self) -> None:
+        """Handle what the reader hands over, in order per partition; commit what is durable."""
+        self._loop = asyncio.get_running_loop()
+        self._inbox = asyncio.Queue()
+        self._thread = threading.Thread(target=self._read, name="shunter-control-lane", daemon=True)
+        self._thread.start()
+        try:
+            while True:
+                try:
+                    batch = await asyncio.wait_for(self._inbox.get(), timeout=0.2)
+                except asyncio.TimeoutError:
+                    self._durable()
+                    continue
+                try:
+                    for generation, m in batch:
+                        await self._handle(generation, m)
+                finally:
+                    with self._lock:
+                        self._backlog -= len(batch)
+                self._durable()
+        finally:
+            self._stop.set()
+
+    async def _handle(self, generation: int, m: Any) -> None:
+        while not self.ready():  # tables recovering or a rebalance under way
+            await asyncio.sleep(0.05)
+        partition = m.partition()
+        if not self._current(partition, generation):
+            return  # given up (or given up and taken back) since it was read: read again from the commit
+        kind, ts = m.timestamp()
+        event = ControlEvent(ControlMessage(m.topic(), partition, m.offset(), ts / 1000.0 if kind and ts > 0 else None),
+                             m.key(), m.value())
+        CHANGELOG_PARTITION.set(partition)
+        state = await self.handle(event, lambda: self._current(partition, generation))
+        if state is not None:
+            self._pending.append(((m.topic(), partition), generation, m.offset(), state))
+
+    def _durable(self) -> None:
+        """Offsets to commit: past every handled event whose state writes are all acknowledged."""
+        commits: dict[tuple[str, int], int] = {}
+        while self._pending:
+            tp, generation, offset, state = self._pending[0]
+            if not all(f.done() for f in state):
+                break
+            self._pending.popleft()
+            if self._current(tp[1], generation) and not any(f.cancelled() or f.exception() for f in state):
+                commits[tp] = offset + 1
+        if commits:
+            with self._lock:
+                self._commits.update(commits)
+
+    # ---------------------------------------------------------------------------- the reader thread
+    def _read(self) -> None:
+        consumer = Consumer({
+            **self.settings.kafka_config(), "group.id": self.group, "enable.auto.commit": False,
+            "auto.offset.reset": "earliest", "fetch.wait.max.ms": 100, "client.id": f"{self.group}-reader"})
+        # The agent's group: only to read where it had got to (it never subscribes here).
+        legacy = Consumer({**self.settings.kafka_config(), "group.id": self.settings.app_id,
+                           "enable.auto.commit": False})
+        assigned: dict[int, int] = {}  # partition -> generation it was assigned under
+        try:
+            while not self._stop.is_set():
+                with self._lock:
+                    wanted = {p: self._generation[p] for p in self._owned}
+                    commits, self._commits = self._commits, {}
+                    backlog = self._backlog
+                stale = [p for p, g in assigned.items() if wanted.get(p) != g]
+                if stale:
+                    consumer.incremental_unassign([TopicPartition(t, p) for t in self.topics for p in stale])
+                    for p in stale:
+                        del assigned[p]
+                fresh = [p for p in wanted if p not in assigned]
+                if fresh:  # from the committed offset: whatever was read and dropped is read again
+                    consumer.incremental_assign(self._starts(consumer, legacy, fresh))
+                    assigned.update({p: wanted[p] for p in fresh})
+                mine = [TopicPartition(t, p, o) for (t, p), o in commits.items() if p in assigned]
+                if mine:
+                    try:
+                        consumer.commit(offsets=mine, asynchronous=True)
+                    except Exception:  # noqa: BLE001 - the next commit carries a later offset anyway
+                        log.warning("control lane: offset commit failed", exc_info=True)
+                if not assigned or backlog > BACKLOG:
+                    time.sleep(0.01)
+                    continue
+                # Wait for one record, then take whatever else is already here (``consume`` alone
+                # would wait out its timeout for a full batch).
+                first = consumer.poll(0.05)
+                batch = []
+                for m in ([first, *consumer.consume(BATCH - 1, 0)] if first is not None else []):
+                    if m.error():
+                        log.warning("control lane: %s", m.error())
+                    elif m.partition() in assigned:
+                        batch.append((assigned[m.partition()], m))
+                if batch:
+                    with self._lock:
+                        self._backlog += len(batch)
+                    assert self._loop is not None and self._inbox is not None
+                    self._loop.call_soon_threadsafe(self._inbox.put_nowait, batch)
+        except Exception:  # noqa: BLE001
+            if self._stop.is_set() or self._loop is None or self._loop.is_closed():
+                return  # shutting down: the loop is gone, and nothing read here was committed
+            # Crash-only, like the agent: a supervisor restarts the scheduler, which reads on
+            # from the last commit.
+            log.exception("control lane reader failed; exiting")
+            logging.shutdown()
+            os._exit(70)
+        finally:
+            consumer.close()
+            legacy.close()
+
+    def _starts(self, consumer: Any, legacy: Any, partitions: list[int]) -> list[TopicPartition]:
+        """Where to read each topic's ``partitions`` from: the control group's commit; without
+        one, the agent group's (a deployment that read these topics with the agent before, so
+        their history is not handled twice); without either, the beginning."""
+        tps = consumer.committed([TopicPartition(t, p) for t in self.topics for p in partitions], timeout=30)
+        missing = [TopicPartition(tp.topic, tp.partition) for tp in tps if tp.offset < 0]
+        before = {(tp.topic, tp.partition): tp.offset for tp in legacy.committed(missing, timeout=30)} if missing else {}
+        for tp in tps:
+            if tp.offset < 0:
+                tp.offset = before.get((tp.topic, tp.partition), OFFSET_BEGINNING)
+                if tp.offset < 0:
+                    tp.offset = OFFSET_BEGINNING
+        return tps
