@@ -392,7 +392,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from shunter.connectors.peer import run_peer
 
         doc = run_peer(tasks=args.tasks, flood=args.flood, flood_runtime_s=args.flood_runtime_s,
-                       concurrency=args.concurrency, say=say)
+                       concurrency=args.concurrency, say=say, headroom=args.headroom)
         print(json.dumps(doc) if args.json else json.dumps(doc, indent=2))
         return 0
     doc = bench.run_throughput(args.tasks, cells=args.cells, schedulers=args.schedulers, say=say, rate=args.rate)
@@ -614,6 +614,8 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--flood", type=int, default=5000, help="peer: low-priority tasks queued before the critical one")
     be.add_argument("--flood-runtime-s", type=float, default=0.25, help="peer: how long each flooded task runs")
     be.add_argument("--concurrency", type=int, default=4, help="peer: worker processes (Celery) and slots (Shunter)")
+    be.add_argument("--headroom", type=int, default=1,
+                    help="peer: slots Shunter keeps free for urgent work in the second probe (policy headroom)")
     be.add_argument("--json", action="store_true")
 
     d = add("demo", cmd_demo, "run the whole system on the seed-mix workload and report")

@@ -9,7 +9,9 @@ Two measurements per system, with the same worker concurrency:
 2. Priority inversion: with the workers busy, flood ``flood`` low-priority tasks of
    ``flood_runtime_s`` each, then submit one critical task; its time to start. Celery runs with a
    RabbitMQ priority queue (``x-max-priority``) and its default prefetch; Shunter with the
-   ``priority`` strategy.
+   ``priority`` strategy, first as is (the critical task waits for the next slot to free: no
+   inversion, but up to one flood task's runtime), then, on the same flood, with ``headroom``
+   slots kept free for high and critical work (a policy change applied live).
 
 RabbitMQ comes from Debian's ``rabbitmq-server`` package (installed with apt-get when missing and
 running as root) and runs as a private node on loopback with its own ports and data folder,
@@ -182,7 +184,7 @@ PRIORITY_POLICY = "name: default\nstrategy: priority\n"
 
 
 def run_shunter(base: Settings, run_dir: Path, tasks: int, flood: int, flood_runtime_s: float,
-                concurrency: int, say: Callable[[str], None]) -> dict[str, Any]:
+                concurrency: int, say: Callable[[str], None], headroom: int = 1) -> dict[str, Any]:
     uid = uuid.uuid4().hex[:6]
     settings = base.with_(topic_prefix=f"peer-{uid}.", app_id=f"shunter-peer-{uid}", web_port=base.web_port + 300)
     create_topics(settings)
@@ -210,16 +212,38 @@ def run_shunter(base: Settings, run_dir: Path, tasks: int, flood: int, flood_run
             client.submit("noop", priority="low", payload=low)
         client.flush()
         time.sleep(1.0)  # the flood is queued and the worker's slots are busy with it
-        sent = time.time() * 1000
-        critical = client.submit("noop", priority="critical", payload=b'{"runtime_s": 0}', submitted_at_ms=int(sent))
+        plain = _critical_start(client, settings, names.assignments, "no headroom", say)
+        # The same flood, now with a slot kept for urgent work (a live policy change): the next
+        # slot that frees stays free, and the critical task takes it at once.
+        client.update_policy(PRIORITY_POLICY + f"headroom: {{slots: {headroom}, for: high}}\n",
+                             applied_by="bench peer")
         client.flush()
-        at, decided = _assignment_time(settings, names.assignments, critical, timeout=600)
-        waited = (at - sent) / 1000.0
-        say(f"shunter: the critical task started after {waited:.3f}s (decided after "
-            f"{(decided - sent) / 1000.0:.3f}s)")
+        _wait(lambda: _free_slots(client) >= headroom, 60, "the headroom policy to keep a slot free")
+        kept = _critical_start(client, settings, names.assignments, f"{headroom} slot(s) of headroom", say)
     finally:
         _stop(procs)
-    return {"dispatch_per_s": round(dispatch, 1), "critical_time_to_start_s": round(waited, 4)}
+    return {"dispatch_per_s": round(dispatch, 1), "critical_time_to_start_s": round(kept, 4),
+            "headroom_slots": headroom, "critical_time_to_start_no_headroom_s": round(plain, 4)}
+
+
+def _critical_start(client: ShunterClient, settings: Settings, assignments: str, policy: str,
+                    say: Callable[[str], None]) -> float:
+    """Submit one critical task; seconds until its assignment was written."""
+    sent = time.time() * 1000
+    critical = client.submit("noop", priority="critical", payload=b'{"runtime_s": 0}', submitted_at_ms=int(sent))
+    client.flush()
+    at, decided = _assignment_time(settings, assignments, critical, timeout=600)
+    waited = (at - sent) / 1000.0
+    say(f"shunter ({policy}): the critical task started after {waited:.3f}s (decided after "
+        f"{(decided - sent) / 1000.0:.3f}s)")
+    return waited
+
+
+def _free_slots(client: ShunterClient) -> int:
+    try:
+        return sum(p["free_slots"] for c in client.get("/pools").values() for p in c["pools"].values())
+    except OSError:
+        return 0
 
 
 def _alive(client: ShunterClient) -> int:
@@ -242,7 +266,7 @@ def _assignment_time(settings: Settings, topic: str, task_id: str, timeout: floa
 
 # -------------------------------------------------------------------------------------- both
 def run_peer(tasks: int = 2000, flood: int = 5000, flood_runtime_s: float = 0.25, concurrency: int = 4,
-             say: Callable[[str], None] = print) -> dict[str, Any]:
+             say: Callable[[str], None] = print, headroom: int = 1) -> dict[str, Any]:
     base = Settings.from_env()
     if not base.external_broker:
         LocalBroker().start()
@@ -256,11 +280,13 @@ def run_peer(tasks: int = 2000, flood: int = 5000, flood_runtime_s: float = 0.25
         celery = run_celery(rabbit, run_dir, tasks, flood, flood_runtime_s, concurrency, say)
     finally:
         rabbit.stop()
-    shunter = run_shunter(base, run_dir, tasks, flood, flood_runtime_s, concurrency, say)
+    shunter = run_shunter(base, run_dir, tasks, flood, flood_runtime_s, concurrency, say, headroom)
     c, s = celery["critical_time_to_start_s"], shunter["critical_time_to_start_s"]
+    s0 = shunter["critical_time_to_start_no_headroom_s"]
     return {
         "shunter": shunter, "celery": celery,
         "critical_start_speedup": round(c / s, 1) if s > 0 else None,
+        "critical_start_speedup_no_headroom": round(c / s0, 1) if s0 > 0 else None,
         "workload": {"noop_tasks": tasks, "flood_low_tasks": flood, "flood_runtime_s": flood_runtime_s,
                      "worker_concurrency": concurrency},
         "versions": {"celery": _version("celery"), "rabbitmq": _rabbit_version(), "kafka": "3.9.1"},

@@ -468,12 +468,17 @@ class Cell:
         holds = self.strategy.holds_for_faster_pool
         reservations: dict[str, list[float]] | None = None
         ready_batches: set[str] = set()
+        headroom, free_slots = self._headroom(workers)
         for tid in list(self.queue.in_order(limit=DISPATCH_SCAN)):
             if not free:
                 return
             rec = self.tasks[tid]
             if rec.not_before_ms > now_ms:
                 fx.wake(rec.not_before_ms)
+                continue
+            if free_slots <= headroom and rec.task.priority > self.policy.headroom_priority:
+                rec.reason = (f"waiting: the cell's last {headroom} free slot(s) are kept for "
+                              f"{self.policy.headroom_priority.label} or more urgent work (policy headroom)")
                 continue
             key = rec.task.batch_key
             if self.strategy.batches and key is not None and key not in ready_batches:
@@ -505,11 +510,22 @@ class Cell:
                 rec.reason = ("unplaceable: " if decision.never_placeable else "waiting: ") + why
             elif self._deadline_feasible(rec, decision, now_ms, fx):
                 self._assign(rec, decision, now_ms, fx)
+                if headroom > 0:
+                    free_slots -= 1
                 w = self.workers[decision.worker_id or ""]
                 if not w.accepts_work:
                     free[w.pool] -= 1
                     if not free[w.pool]:
                         del free[w.pool]
+
+    def _headroom(self, workers: list[Worker]) -> tuple[int, int]:
+        """(free slots kept for urgent work, free slots now), or (-1, 0) when none are kept. At
+        least one live slot always stays open to every class, or less urgent work never runs."""
+        if not self.policy.headroom_slots:
+            return -1, 0
+        live = [w for w in workers if w.alive and w.state == "active"]
+        kept = min(self.policy.headroom_slots, sum(w.slots for w in live) - 1)
+        return (kept, sum(max(0, w.free_slots) for w in live)) if kept > 0 else (-1, 0)
 
     @staticmethod
     def _free_workers_by_pool(workers: list[Worker]) -> dict[str, int]:

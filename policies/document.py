@@ -65,6 +65,12 @@ class PolicyDocument:
     breaker_failure_rate: float = 0.5
     breaker_window: int = 20
     breaker_cooldown_s: float = 30.0
+    headroom_slots: int = 0
+    """Free slots of the cell kept for work of ``headroom_priority`` or more urgent: less urgent
+    tasks wait rather than take them, so urgent work starts without waiting for a slot to free
+    (at the cost of that idle capacity while the cell is saturated). Never more than all but one
+    of the cell's live slots."""
+    headroom_priority: Priority = Priority.HIGH
     body_yaml: str = ""
 
     def pool(self, name: str) -> PoolSpec:
@@ -76,7 +82,7 @@ class PolicyDocument:
 
 _TOP_KEYS = {
     "name", "strategy", "mode", "shadow_strategy", "weights", "pools", "sla", "tenants", "governance",
-    "review", "queue", "retry", "batching", "circuit_breaker",
+    "review", "queue", "retry", "batching", "circuit_breaker", "headroom",
 }
 
 
@@ -183,6 +189,11 @@ def parse_policy(text: str, version: int = 0) -> PolicyDocument:
     retry = _section(body, "retry", {"max_attempts", "backoff_base_s", "backoff_max_s"})
     batching = _section(body, "batching", {"max_size", "max_wait_s"})
     breaker = _section(body, "circuit_breaker", {"failure_rate", "window", "cooldown_s"})
+    headroom = _section(body, "headroom", {"slots", "for"})
+    try:
+        headroom_priority = Priority.parse(str(headroom.get("for", "high")))
+    except ValueError as exc:
+        raise PolicyError(f"headroom.for: {exc}.") from None
     return PolicyDocument(
         name=str(body.get("name", "default")), version=version, strategy=strategy, mode=mode,
         shadow_strategy=shadow, weights=weights, pools=pools, deadline_s=deadline_s, tenant_budgets=budgets,
@@ -198,6 +209,8 @@ def parse_policy(text: str, version: int = 0) -> PolicyDocument:
         breaker_failure_rate=_positive("circuit_breaker.failure_rate", breaker.get("failure_rate", 0.5)),
         breaker_window=int(_positive("circuit_breaker.window", breaker.get("window", 20))),
         breaker_cooldown_s=_positive("circuit_breaker.cooldown_s", breaker.get("cooldown_s", 30.0)),
+        headroom_slots=int(_positive("headroom.slots", headroom.get("slots", 0), allow_zero=True)),
+        headroom_priority=headroom_priority,
         body_yaml=text,
     )
 

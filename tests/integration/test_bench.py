@@ -28,4 +28,5 @@ def test_peer_bench_runs_celery_on_rabbitmq_and_shunter_side_by_side(kafka, monk
     doc = run_peer(tasks=100, flood=200, flood_runtime_s=0.05, concurrency=2, say=lambda m: None)
     for system in ("shunter", "celery"):
         assert doc[system]["dispatch_per_s"] > 0 and doc[system]["critical_time_to_start_s"] >= 0
+    assert doc["shunter"]["critical_time_to_start_no_headroom_s"] >= 0 and doc["shunter"]["headroom_slots"] == 1
     assert doc["versions"]["rabbitmq"] != "unknown" and doc["workload"]["flood_low_tasks"] == 200

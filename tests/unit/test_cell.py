@@ -201,6 +201,34 @@ def test_priority_strategy_dispatches_critical_first_and_ages_low():
     assert [r.task.task_id for r in c.pending_in_order()][:3] == ["crit", "med", "low-old"]
 
 
+def test_headroom_keeps_a_free_slot_for_urgent_work_and_never_the_last_one():
+    c = cell("strategy: priority\nheadroom: {slots: 1, for: high}")
+    c.heartbeat(heartbeat("w1", slots=3), T0)
+    for i in range(4):
+        c.submit(task(f"low{i}", priority=Priority.LOW, at=T0 + i), T0 + i)
+    assert c.tasks["low1"].state == TaskState.ASSIGNED and c.tasks["low2"].state == TaskState.PENDING
+    assert "kept for high or more urgent work" in (c.tasks["low2"].reason or "")
+    fx = c.submit(task("crit", priority=Priority.CRITICAL, at=T0 + 10), T0 + 10)
+    assert [a["task_id"] for a in fx.assignments] == ["crit"], "urgent work takes the kept slot at once"
+    fx = c.complete(completion("low0", "w1", 1), T0 + 20)
+    assert not fx.assignments, "the freed slot restores the headroom"
+    fx = c.complete(completion("low1", "w1", 1), T0 + 30)
+    assert [a["task_id"] for a in fx.assignments] == ["low2"], "a freed slot beyond the headroom goes to the queue"
+
+    off = cell("strategy: priority")
+    off.heartbeat(heartbeat("w1", slots=3), T0)
+    for i in range(3):
+        off.submit(task(f"low{i}", priority=Priority.LOW, at=T0 + i), T0 + i)
+    assert all(off.tasks[f"low{i}"].state == TaskState.ASSIGNED for i in range(3))
+
+    tiny = cell("strategy: priority\nheadroom: {slots: 2}")
+    tiny.heartbeat(heartbeat("w1", slots=2), T0)
+    tiny.submit(task("low", priority=Priority.LOW), T0)
+    tiny.submit(task("low-too", priority=Priority.LOW, at=T0 + 1), T0 + 1)
+    assert tiny.tasks["low"].state == TaskState.ASSIGNED, "one slot always stays open to every class"
+    assert tiny.tasks["low-too"].state == TaskState.PENDING
+
+
 def test_dead_worker_tasks_requeue_with_higher_epoch():
     c = cell(timeout_s=5)
     c.heartbeat(heartbeat("w1", slots=2), T0)

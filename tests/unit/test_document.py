@@ -46,6 +46,8 @@ retry: {max_attempts: 5}
     ("governance: [{pools: [cpu]}]", "governance[0]"),
     ("- a list", "mapping at the top level"),
     ("a: [", "not valid YAML"),
+    ("headroom: {slots: -1}", "headroom.slots must be >= 0"),
+    ("headroom: {slots: 1, for: urgent}", "headroom.for: unknown priority class 'urgent'"),
 ])
 def test_invalid_documents_say_what_is_wrong(text, message):
     with pytest.raises(PolicyError) as err:
