@@ -10,6 +10,7 @@ from typing import Any
 
 import faust
 
+from shunter.streams import transport
 from shunter.streams.settings import Settings
 from shunter.streams.topics import TopicNames
 
@@ -93,7 +94,8 @@ def agent_topics(settings: Settings) -> list[str]:
 def create_app(settings: Settings) -> tuple[faust.App, SchedulerTopics, SchedulerTables]:
     app = faust.App(
         settings.app_id,
-        broker=f"kafka://{settings.bootstrap}",
+        # Faust's aiokafka transport, with a short wait for empty fetches (streams/transport.py).
+        broker=f"{transport.SCHEME}://{settings.bootstrap}",
         store=settings.store,
         datadir=settings.faust_datadir(),
         topic_partitions=settings.partitions,
