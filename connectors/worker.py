@@ -170,7 +170,15 @@ class ShunterWorker:
             self._consumer.store_offsets(message=msg)
 
     def _accept(self, a: dict[str, Any]) -> None:
+        """Run an assignment unless it was seen already or its lease is over: a worker that
+        resumes from its committed offset (a restart, a pause) may read assignments the
+        scheduler has since taken back; running them would overfill its slots and finish
+        work twice (their completions would be fenced as stale anyway)."""
         key = (a["task_id"], a["epoch"])
+        if a["lease_expires_at_ms"] < now_ms():
+            log.info("%s: skipping %s epoch %d, its lease ended before it was read",
+                     self.spec.worker_id, a["task_id"], a["epoch"])
+            return
         with self._lock:
             if key in self._seen or self._state != "active":
                 return

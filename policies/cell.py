@@ -329,7 +329,9 @@ class Cell:
                     and rec.epoch == item["epoch"]:
                 rec.lease_expires_at_ms = now_ms + lease_ms  # in memory: a restore grants a fresh lease
         if w.state == "stopped":
-            self._requeue_worker(w, "worker stopped", now_ms, fx)
+            # A heartbeat speaks for the tasks the worker had when it was sent: one read late
+            # (replayed after a scheduler restart, say) must not take back tasks assigned since.
+            self._requeue_worker(w, "worker stopped", now_ms, fx, assigned_before_ms=hb.get("sent_at_ms"))
         self._dispatch(now_ms, fx)
         return fx
 
@@ -781,9 +783,12 @@ class Cell:
         fx.tasks.add(rec.task.task_id)
         fx.statuses.append(rec.to_status())
 
-    def _requeue_worker(self, w: Worker, reason: str, now_ms: int, fx: Effects) -> None:
+    def _requeue_worker(self, w: Worker, reason: str, now_ms: int, fx: Effects,
+                        assigned_before_ms: int | None = None) -> None:
         for tid in list(w.running):
             rec = self.tasks[tid]
+            if assigned_before_ms is not None and (rec.assigned_at_ms or 0) > assigned_before_ms:
+                continue
             self._release(rec)
             self._audit(fx, "requeue", rec, now_ms, reason=reason)
             self._requeue(rec, now_ms, fx)

@@ -229,6 +229,17 @@ def test_headroom_keeps_a_free_slot_for_urgent_work_and_never_the_last_one():
     assert tiny.tasks["low-too"].state == TaskState.PENDING
 
 
+def test_a_stopped_worker_gives_back_only_what_it_held_when_it_said_so():
+    c = cell()
+    c.heartbeat(heartbeat("w1", slots=2, at=T0), T0)
+    c.submit(task("old", at=T0), T0 + 1_000)
+    # A scheduler restart replays the worker's "stopped" heartbeat sent before "new" was assigned.
+    c.submit(task("new", at=T0 + 3_000), T0 + 3_000)
+    fx = c.heartbeat(heartbeat("w1", slots=2, state="stopped", at=T0 + 2_000), T0 + 4_000)
+    assert [s["task_id"] for s in fx.statuses] == ["old"] and c.tasks["old"].state == TaskState.PENDING
+    assert c.tasks["new"].state == TaskState.ASSIGNED and c.tasks["new"].epoch == 1
+
+
 def test_dead_worker_tasks_requeue_with_higher_epoch():
     c = cell(timeout_s=5)
     c.heartbeat(heartbeat("w1", slots=2), T0)
