@@ -143,6 +143,7 @@ def models_page(s: "Scheduler") -> str:
     for cell, pools in s.models().items():
         for pool, m in pools.items():
             rows.append([_e(cell), _e(pool), m["samples"], _e(m["mae_log"]), _e(m["off_by_2x_share"]),
-                         m["drift_events"], f"{m['regret_s']} s / {m['shadow_decisions']}", m["model_version"]])
-    return page("Model quality", _table(["cell", "pool", "samples", "MAE log", "off by 2x", "drift events",
-                                         "shadow regret", "model version"], rows))
+                         _e(m["failure_rate"]), m["drift_events"], f"{m['regret_s']} s / {m['shadow_decisions']}",
+                         m["model_version"]])
+    return page("Model quality", _table(["cell", "pool", "samples", "MAE log", "off by 2x", "failure rate",
+                                         "drift events", "shadow regret", "model version"], rows))

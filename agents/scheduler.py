@@ -492,6 +492,7 @@ class Scheduler:
                 "samples": st.samples, "mae_log": None if st.mae_log is None else round(st.mae_log, 4),
                 "off_by_2x_share": None if st.off_by_2x_share is None else round(st.off_by_2x_share, 4),
                 "drift_events": getattr(st, "drift_events", 0), "regret_s": round(st.regret_s, 3),
+                "failure_rate": _round(est.failure_probability(pool)),
                 "shadow_decisions": st.shadow_decisions, "shadow_overrides": st.shadow_overrides,
                 "model_version": est.version,
             } for pool, st in sorted(est.stats.items())}
@@ -511,6 +512,10 @@ class Scheduler:
             out[cell.name] = {"pools": pools, "pending": len(cell.queue), "policy_version": cell.policy.version,
                               "strategy": cell.strategy.name, "model_version": cell.estimator.version}
         return out
+
+
+def _round(x: float | None, digits: int = 4) -> float | None:
+    return None if x is None else round(x, digits)
 
 
 def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, settings: Settings) -> Scheduler:

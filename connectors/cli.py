@@ -284,7 +284,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"cell {cell}")
         for pool, m in pools.items():
             print(f"  {pool:>10}: samples {m['samples']}, mae_log {m['mae_log']}, off by 2x {m['off_by_2x_share']}, "
-                  f"drift events {m['drift_events']}, shadow regret {m['regret_s']} s over {m['shadow_decisions']}, "
+                  f"failure rate {m.get('failure_rate')}, drift events {m['drift_events']}, shadow regret {m['regret_s']} s over {m['shadow_decisions']}, "
                   f"model v{m['model_version']}")
     return 0
 

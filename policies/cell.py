@@ -175,7 +175,9 @@ class Cell:
         self._pending_by_tenant: dict[str, int] = {}
         self._batches: dict[str, set[str]] = {}
         """Per batch key, the pending tasks that carry it (batch strategy only)."""
-        self._eligible: dict[str, frozenset[str]] = {}
+        self._eligible: dict[str, tuple[str, ...]] = {}
+        """Per queued task, the pools it may ever run on, sorted: ties between pools go the same
+        way in every process (a set's order follows the string hash seed)."""
         """Per queued task, the pools some worker could ever take it in (not rejected permanently)."""
         self._pool_names: list[str] = []
         self._runtimes: dict[str, dict[str, float]] = {}
@@ -359,7 +361,7 @@ class Cell:
         rec.runtime_s = runtime
         self._charge(rec.task.tenant, pool, runtime, now_ms)
         failed = c["status"] != "succeeded"
-        self.estimator.learn_outcome(rec.task, pool, failed, self.policy)
+        self.estimator.learn_outcome(pool, failed)
         change = self._breaker(pool).record(tid, failed, now_ms)
         if change is not None:
             fx.breakers.append((pool, change))
@@ -500,7 +502,7 @@ class Cell:
             decision = self.framework.place(rec.task, workers, self._context(rec, now_ms), explain=self.explain,
                                             keys=self._worker_keys)
             if eligible is None:
-                eligible = self._eligible[tid] = frozenset(c.pool for c in decision.candidates if not c.permanent)
+                eligible = self._eligible[tid] = tuple(sorted({c.pool for c in decision.candidates if not c.permanent}))
                 if holds:
                     assert reservations is not None
                     waiting = self._hold(rec, eligible, free, reservations, now_ms)
@@ -598,7 +600,7 @@ class Cell:
             heapq.heapify(heap)
         return free
 
-    def _hold(self, rec: TaskRecord, eligible: frozenset[str], free: dict[str, int],
+    def _hold(self, rec: TaskRecord, eligible: tuple[str, ...], free: dict[str, int],
               reservations: dict[str, list[float]], now_ms: float) -> str | None:
         """Late binding with foresight: if a busy pool would finish the task sooner than any free
         slot it may use, by the strategy's margin, reserve that pool's next slot for it (for the

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from river import drift, linear_model, optim, preprocessing, time_series
+from river import drift, linear_model, optim, preprocessing, stats, time_series
 
-from shunter.policies.learners import Classifier, DriftDetector, Forecaster, Learner, RuntimeEstimator
+from shunter.policies.learners import DriftDetector, Forecaster, Learner, Rate, RuntimeEstimator
 
 
 def runtime_learner() -> Learner:
@@ -20,10 +20,11 @@ def runtime_learner() -> Learner:
     return model
 
 
-def failure_learner() -> Classifier:
-    """Scaled inputs into an online logistic regression: the chance an attempt fails."""
-    model: Classifier = preprocessing.StandardScaler() | linear_model.LogisticRegression()
-    return model
+def failure_rate() -> Rate:
+    """The share of a pool's attempts that failed, exponentially weighted (a memory of about 50
+    attempts), so it follows a pool that gets sicker or recovers."""
+    rate: Rate = stats.EWMean(fading_factor=0.02)
+    return rate
 
 
 def drift_detector() -> DriftDetector:
@@ -40,4 +41,4 @@ def arrival_forecaster() -> Forecaster:
 
 def runtime_estimator() -> RuntimeEstimator:
     """The estimator the scheduler and the simulator use: runtime, failures, drift."""
-    return RuntimeEstimator(runtime_learner, drift_factory=drift_detector, failure_factory=failure_learner)
+    return RuntimeEstimator(runtime_learner, drift_factory=drift_detector, failure_factory=failure_rate)

@@ -53,8 +53,9 @@ def test_the_model_learns_and_survives_a_scheduler_kill(settings, scheduler):
         warm = sorted(log_errors(settings, learned_ids)[-20:])
         assert min(cold) > math.log(4), "cold start predicts the 1 s pool default for ~0.1 s tasks"
         assert warm[len(warm) // 2] < math.log(2), "after 60 completions the median prediction is within 2x"
-        samples = client.get("/models")["default"]["gpu_small"]["samples"]
-        assert samples == 60, "every completion taught the model exactly once"
+        model = client.get("/models")["default"]["gpu_small"]
+        assert model["samples"] == 60, "every completion taught the model exactly once"
+        assert model["failure_rate"] == 0.0, "the demo runner's gpu_small attempts all succeeded"
 
         time.sleep(2.0)  # several quiet ticks (0.3 s): the model snapshot is in the changelog
         scheduler.kill()
