@@ -32,6 +32,7 @@ from typing import Any, Awaitable, Callable, Sequence
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from shunter.agents import metrics
 from shunter.streams.app import CHANGELOG_PARTITION
 from shunter.streams.settings import Settings
 
@@ -41,6 +42,7 @@ BATCH = 500
 """Most messages the reader hands to the event loop at once."""
 BACKLOG = 5000
 """Messages handed to the event loop and not handled yet; above this the reader waits."""
+LAG_EVERY_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +175,8 @@ class ControlLane:
         legacy = Consumer({**self.settings.kafka_config(), "group.id": self.settings.app_id,
                            "enable.auto.commit": False})
         assigned: dict[int, int] = {}  # partition -> generation it was assigned under
+        committed: dict[tuple[str, int], int] = {}
+        lag_due = 0.0
         try:
             while not self._stop.is_set():
                 with self._lock:
@@ -192,8 +196,12 @@ class ControlLane:
                 if mine:
                     try:
                         consumer.commit(offsets=mine, asynchronous=True)
+                        committed.update({(tp.topic, tp.partition): tp.offset for tp in mine})
                     except Exception:  # noqa: BLE001 - the next commit carries a later offset anyway
                         log.warning("control lane: offset commit failed", exc_info=True)
+                if time.monotonic() >= lag_due:
+                    lag_due = time.monotonic() + LAG_EVERY_S
+                    self._report_lag(consumer, assigned, committed)
                 if not assigned or backlog > BACKLOG:
                     time.sleep(0.01)
                     continue
@@ -222,6 +230,19 @@ class ControlLane:
         finally:
             consumer.close()
             legacy.close()
+
+    def _report_lag(self, consumer: Any, assigned: dict[int, int], committed: dict[tuple[str, int], int]) -> None:
+        """``shunter_consumer_lag`` for the lane's partitions, as the agent reports its own: the
+        high watermark minus what this process committed (librdkafka's cached watermark)."""
+        for t in self.topics:
+            for p in assigned:
+                try:
+                    _, high = consumer.get_watermark_offsets(TopicPartition(t, p), cached=True)
+                except Exception:  # noqa: BLE001 - metrics never stop the lane
+                    continue
+                done = committed.get((t, p))
+                if high >= 0 and done is not None:
+                    metrics.CONSUMER_LAG.labels(t, str(p)).set(max(0, high - done))
 
     def _starts(self, consumer: Any, legacy: Any, partitions: list[int]) -> list[TopicPartition]:
         """Where to read each topic's ``partitions`` from: the control group's commit; without
