@@ -5,7 +5,9 @@ streaming ceiling measured in the same run (``shared/BENCHMARKS.md`` section 2).
    cell heartbeats with N slots, so capacity is never the limit.
 2. Start P scheduler processes in one consumer group; throughput = N / (time from the first to
    the last assignment written, by the assignments' Kafka timestamps), with the audit record of
-   every decision written as well.
+   every decision written as well. With P > 1 the N tasks are loaded in one burst once the group
+   has formed, instead of before: otherwise the first process to join places alone until the
+   others arrive and take cells over, a rebalance inside the measurement.
 3. Latency: submit at half the measured rate for a few seconds; submit-to-assignment latency is
    the assignment's Kafka timestamp minus the submission time.
 4. Ceiling: a no-op Faust agent reads the same N messages and writes one message each.
@@ -118,6 +120,33 @@ def _pct(values: list[float], q: float) -> float | None:
     return round(s[min(len(s) - 1, int(q * (len(s) - 1) + 0.5))], 2)
 
 
+def _wait_for_group(settings: Settings, members: int, procs: list[subprocess.Popen[bytes]],
+                    timeout: float = 120.0) -> None:
+    """Until the scheduler group is stable with ``members`` members that each own task partitions."""
+    from confluent_kafka import ConsumerGroupState
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(settings.kafka_config())
+    tasks_topic = TopicNames(settings).tasks
+    deadline = time.monotonic() + timeout
+    seen = "not described yet"
+    while time.monotonic() < deadline:
+        for p in procs:
+            if p.poll() is not None:
+                raise RuntimeError(f"a scheduler exited with code {p.returncode} before the group was formed")
+        try:
+            group = admin.describe_consumer_groups([settings.app_id])[settings.app_id].result(timeout=10)
+            owners = [m for m in group.members
+                      if any(tp.topic == tasks_topic for tp in (m.assignment.topic_partitions if m.assignment else []))]
+            seen = f"{group.state.name.lower()}, {len(owners)} of {members} members own task partitions"
+            if group.state == ConsumerGroupState.STABLE and len(owners) == members:
+                return
+        except Exception as exc:  # noqa: BLE001 - the group does not exist until the first member joins
+            seen = str(exc)
+        time.sleep(0.5)
+    raise TimeoutError(f"the scheduler group did not form within {timeout:.0f}s ({seen})")
+
+
 def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callable[[str], None] = print,
                    latency_s: float = 5.0, rate: float | None = None) -> dict[str, Any]:
     """``rate``: offer the latency probe this many tasks/s instead of half the measured maximum."""
@@ -139,16 +168,29 @@ def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callabl
     hb.beat()
     hb.start()
     client = ShunterClient(settings)
-    say(f"pre-loading {tasks} tasks on {names.tasks} over {cells} cell(s)")
-    for i in range(tasks):
-        client.submit("bench", cell=cell_names[i % cells], payload=b"")
-    client.flush()
+
+    def load() -> None:
+        for i in range(tasks):
+            client.submit("bench", cell=cell_names[i % cells], payload=b"")
+        client.flush()
+
+    if schedulers == 1:
+        say(f"pre-loading {tasks} tasks on {names.tasks} over {cells} cell(s)")
+        load()
     procs: list[subprocess.Popen[bytes]] = []
     try:
         say(f"starting {schedulers} scheduler process(es)")
         for k in range(schedulers):
             env = {**settings.to_env(), "SHUNTER_WEB_PORT": str(settings.web_port + 100 + k)}
             procs.append(_spawn(["scheduler"], env, str(logdir / f"scheduler-{k}.log")))
+        if schedulers > 1:
+            # Every process a member of the group with its share of the cells before the load
+            # arrives: with a pre-loaded topic the first process to join starts placing alone,
+            # and the others' arrival hands cells over (a rebalance) inside the measurement. The
+            # load then comes in one burst, far faster than it is placed.
+            _wait_for_group(settings, schedulers, procs)
+            say(f"loading {tasks} tasks on {names.tasks} over {cells} cell(s)")
+            load()
         got = _timestamps(settings, names.assignments, tasks, timeout=600)
         if len(got) < tasks:
             tail = (logdir / "scheduler-0.log").read_text(errors="replace")[-1500:]
