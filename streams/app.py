@@ -68,10 +68,6 @@ class SchedulerTables:
         return out
 
 
-PRODUCER_BUFFER = 1000
-"""Table writes Faust's producer buffer may hold before it stops the stream (Faust's default: 100)."""
-
-
 def input_topics(settings: Settings) -> list[str]:
     """Every topic the scheduler reads: cell-keyed and co-partitioned."""
     names = TopicNames(settings)
@@ -137,12 +133,6 @@ def create_app(settings: Settings) -> tuple[faust.App, SchedulerTopics, Schedule
             username=settings.sasl_username, password=settings.sasl_password,
             mechanism=settings.sasl_mechanism)} if settings.secure else {}),
     )
-    # Table writes wait in Faust's producer buffer; past ``max_messages`` (100) Faust stops
-    # handing input to the agents until the buffer has sent that many (faust-streaming #173).
-    # Measured with bench throughput: ~40 such stops per run with 100, one with 1,000, and the
-    # latency's p99 at half the maximum rate 40-118 ms with 100 against 22-51 ms with 1,000
-    # (docs/benchmarks/throughput.md). Outputs still wait for their state writes either way.
-    app.producer.buffer.max_messages = PRODUCER_BUFFER
     names = TopicNames(settings)
 
     def raw(*topic_names: str) -> Any:
