@@ -176,9 +176,9 @@ class Cell:
         self._batches: dict[str, set[str]] = {}
         """Per batch key, the pending tasks that carry it (batch strategy only)."""
         self._eligible: dict[str, tuple[str, ...]] = {}
-        """Per queued task, the pools it may ever run on, sorted: ties between pools go the same
-        way in every process (a set's order follows the string hash seed)."""
-        """Per queued task, the pools some worker could ever take it in (not rejected permanently)."""
+        """Per queued task, the pools some worker could ever take it in (not rejected permanently),
+        sorted: ties between pools go the same way in every process (a set's order follows the
+        string hash seed)."""
         self._pool_names: list[str] = []
         self._runtimes: dict[str, dict[str, float]] = {}
         self.queue = PendingQueue()
