@@ -212,8 +212,8 @@ class ControlLane:
                 for m in ([first, *consumer.consume(BATCH - 1, 0)] if first is not None else []):
                     if m.error():
                         log.warning("control lane: %s", m.error())
-                    elif m.partition() in assigned:
-                        batch.append((assigned[m.partition()], m))
+                    elif (part := m.partition()) is not None and part in assigned:
+                        batch.append((assigned[part], m))
                 if batch:
                     with self._lock:
                         self._backlog += len(batch)

@@ -33,7 +33,8 @@ class Watchdog(threading.Thread):
         super().__init__(name="shunter-watchdog", daemon=True)
         self.settings, self.limit_s, self.every_s = settings, limit_s, every_s
         self.owned, self.handled, self.last_handled, self.ready, self.fire = owned, handled, last_handled, ready, fire
-        self.control_topics, self.control_group = control or (set(), None)
+        self.control_topics: set[str] = control[0] if control else set()
+        self.control_group: str | None = control[1] if control else None
         self.strikes = 0
 
     def run(self) -> None:
