@@ -489,8 +489,7 @@ class Scheduler:
         for cell in self.cells.values():
             est = cell.estimator
             out[cell.name] = {pool: {
-                "samples": st.samples, "mae_log": None if st.mae_log is None else round(st.mae_log, 4),
-                "off_by_2x_share": None if st.off_by_2x_share is None else round(st.off_by_2x_share, 4),
+                "samples": st.samples, "mae_log": _round(st.mae_log), "off_by_2x_share": _round(st.off_by_2x_share),
                 "drift_events": getattr(st, "drift_events", 0), "regret_s": round(st.regret_s, 3),
                 "failure_rate": _round(est.failure_probability(pool)),
                 "shadow_decisions": st.shadow_decisions, "shadow_overrides": st.shadow_overrides,

@@ -196,7 +196,7 @@ def run_shunter(base: Settings, run_dir: Path, tasks: int, flood: int, flood_run
              _spawn(["worker", "--pool", "cpu", "--count", "1", "--slots", str(concurrency), "--id-prefix", "peer"],
                     settings.to_env(), str(run_dir / "shunter-worker.log"))]
     try:
-        _wait(lambda: _alive(client) >= 1, 120, "the Shunter scheduler and worker")
+        _wait(lambda: _pools_total(client, "alive") >= 1, 120, "the Shunter scheduler and worker")
         say(f"shunter: {tasks} no-op tasks through the broker, scheduler and a worker with {concurrency} slots")
         for _ in range(tasks):
             client.submit("noop", payload=b'{"runtime_s": 0}')
@@ -218,7 +218,7 @@ def run_shunter(base: Settings, run_dir: Path, tasks: int, flood: int, flood_run
         client.update_policy(PRIORITY_POLICY + f"headroom: {{slots: {headroom}, for: high}}\n",
                              applied_by="bench peer")
         client.flush()
-        _wait(lambda: _free_slots(client) >= headroom, 60, "the headroom policy to keep a slot free")
+        _wait(lambda: _pools_total(client, "free_slots") >= headroom, 60, "the headroom policy to keep a slot free")
         kept = _critical_start(client, settings, names.assignments, f"{headroom} slot(s) of headroom", say)
     finally:
         _stop(procs)
@@ -239,16 +239,11 @@ def _critical_start(client: ShunterClient, settings: Settings, assignments: str,
     return waited
 
 
-def _free_slots(client: ShunterClient) -> int:
+def _pools_total(client: ShunterClient, field: str) -> int:
+    """``field`` of the scheduler's /pools summed over every pool of every cell (0 while it does
+    not answer yet)."""
     try:
-        return sum(p["free_slots"] for c in client.get("/pools").values() for p in c["pools"].values())
-    except OSError:
-        return 0
-
-
-def _alive(client: ShunterClient) -> int:
-    try:
-        return sum(p["alive"] for c in client.get("/pools").values() for p in c["pools"].values())
+        return sum(p[field] for c in client.get("/pools").values() for p in c["pools"].values())
     except OSError:
         return 0
 

@@ -56,3 +56,22 @@ def test_faust_files_go_under_the_state_directory_not_the_current_one(monkeypatc
     assert (tmp_path / "shunter" / "faust").is_dir(), "Faust creates only the last level itself"
     assert Settings(datadir=str(tmp_path / "srv" / "data")).faust_datadir() == str(tmp_path / "srv" / "data")
 
+
+
+def test_the_scheduler_consumer_holds_an_empty_fetch_for_milliseconds_not_seconds():
+    """Built through Shunter's own Faust transport (streams/transport.py), not Faust's 1,500 ms."""
+    import asyncio
+
+    from shunter.streams.app import create_app
+    from shunter.streams.transport import FETCH_MAX_WAIT_MS
+
+    app, _, _ = create_app(Settings(app_id="shunter-fetch-probe", bootstrap_servers="localhost:1"))
+
+    async def build() -> int:
+        consumer = app.consumer._thread._create_worker_consumer(app.transport)
+        try:
+            return consumer._fetch_max_wait_ms
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(build()) == FETCH_MAX_WAIT_MS < 100, "Faust's own choice is 1,500 ms"
