@@ -17,7 +17,7 @@ from shunter.policies.document import PolicyDocument
 from shunter.policies.model import Task
 
 
-SNAPSHOT_FORMAT = 4
+SNAPSHOT_FORMAT = 5
 """Bump when the snapshot's content changes shape; older snapshots are then ignored."""
 
 
@@ -113,8 +113,8 @@ class RuntimeEstimator:
     drift_factory: Callable[[], DriftDetector] | None = None
     failure_factory: Callable[[], Rate] | None = None
     model: Learner | None = None
-    failures: dict[str, Rate] = field(default_factory=dict)
-    """Per pool, the learned chance that an attempt fails there."""
+    failure_rates: dict[str, Rate] = field(default_factory=dict)
+    """Per pool, the learned chance that an attempt fails there (``PoolStats.failures`` counts them)."""
     detectors: dict[str, DriftDetector] = field(default_factory=dict)
     stats: dict[str, PoolStats] = field(default_factory=dict)
     samples: int = 0
@@ -209,7 +209,7 @@ class RuntimeEstimator:
 
     def failure_probability(self, pool: str) -> float | None:
         """Learned chance that an attempt fails on ``pool`` (None before any attempt ended there)."""
-        rate = self.failures.get(pool)
+        rate = self.failure_rates.get(pool)
         return None if rate is None else rate.get()
 
     def learn_outcome(self, pool: str, failed: bool) -> None:
@@ -218,9 +218,9 @@ class RuntimeEstimator:
         a tenth of the simulator's time, and nothing read it)."""
         if self.failure_factory is None:
             return
-        rate = self.failures.get(pool)
+        rate = self.failure_rates.get(pool)
         if rate is None:
-            rate = self.failures[pool] = self.failure_factory()
+            rate = self.failure_rates[pool] = self.failure_factory()
         rate.update(1.0 if failed else 0.0)
         if failed:
             self.stats.setdefault(pool, PoolStats()).failures += 1
@@ -232,7 +232,7 @@ class RuntimeEstimator:
         st.regret_s += actual_s - shadow_predicted_s
 
     def snapshot(self) -> bytes:
-        return pickle.dumps({"format": SNAPSHOT_FORMAT, "model": self.model, "failures": self.failures, "detectors": self.detectors,
+        return pickle.dumps({"format": SNAPSHOT_FORMAT, "model": self.model, "failure_rates": self.failure_rates, "detectors": self.detectors,
                              "stats": self.stats, "samples": self.samples, "version": self.version})
 
     def restore(self, blob: bytes) -> bool:
@@ -245,7 +245,7 @@ class RuntimeEstimator:
         if not isinstance(state, dict) or state.get("format") != SNAPSHOT_FORMAT:
             return False
         self.model, self.stats = state["model"], state["stats"]
-        self.failures, self.detectors = state["failures"], state.get("detectors", {})
+        self.failure_rates, self.detectors = state["failure_rates"], state.get("detectors", {})
         self.samples, self.version = state["samples"], state["version"]
         return True
 
