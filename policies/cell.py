@@ -32,6 +32,9 @@ MAX_DEADLINE_HORIZON_MS = 30 * 24 * 3600 * 1000
 MAX_HINT_S = 7 * 24 * 3600.0
 _SQRT2 = math.sqrt(2.0)
 DISPATCH_SCAN = 64
+_HELD = "held for a busy pool (explanations off)"
+"""The waiting reason without explanations (the simulator): formatting one per held task per
+dispatch pass cost more than the decision itself."""
 """How far past a blocked head the dispatcher looks for a task that fits elsewhere (backfill)."""
 
 
@@ -473,6 +476,8 @@ class Cell:
         reservations: dict[str, list[float]] | None = None
         ready_batches: set[str] = set()
         headroom, free_slots = self._headroom(workers)
+        spreads: dict[str, float] = {}
+        breakers: frozenset[str] | None = None  # until a placement (a half-open breaker's probe) changes them
         for tid in list(self.queue.in_order(limit=DISPATCH_SCAN)):
             if not free:
                 return
@@ -495,25 +500,31 @@ class Cell:
                 reservations = self._slot_free_times(now_ms)
             if holds and eligible is not None:
                 assert reservations is not None
-                waiting = self._hold(rec, eligible, free, reservations, now_ms)
+                waiting = self._hold(rec, eligible, free, reservations, now_ms, spreads)
                 if waiting is not None:
                     rec.reason = "waiting: " + waiting
                     continue
-            decision = self.framework.place(rec.task, workers, self._context(rec, now_ms), explain=self.explain,
-                                            keys=self._worker_keys)
+            if breakers is None:
+                breakers = self._open_breakers(now_ms)
+            decision = self.framework.place(rec.task, workers, self._context(rec, now_ms, breakers), explain=self.explain,
+                                            keys=self._worker_keys, busy_known=bool(eligible))
             if eligible is None:
                 eligible = self._eligible[tid] = tuple(sorted({c.pool for c in decision.candidates if not c.permanent}))
                 if holds:
                     assert reservations is not None
-                    waiting = self._hold(rec, eligible, free, reservations, now_ms)
+                    waiting = self._hold(rec, eligible, free, reservations, now_ms, spreads)
                     if waiting is not None:
                         rec.reason = "waiting: " + waiting
                         continue
             if not decision.placed:
-                why = decision.why_not()
-                rec.reason = ("unplaceable: " if decision.never_placeable else "waiting: ") + why
+                if eligible and not decision.candidates:  # no free slot was worth asking (busy_known)
+                    rec.reason = "waiting: no free slot in " + ", ".join(eligible)
+                else:  # a task some pool could ever take (eligible) is never unplaceable
+                    never = decision.never_placeable and not eligible
+                    rec.reason = ("unplaceable: " if never else "waiting: ") + decision.why_not()
             elif self._deadline_feasible(rec, decision, now_ms, fx):
                 self._assign(rec, decision, now_ms, fx)
+                breakers = None
                 if headroom > 0:
                     free_slots -= 1
                 w = self.workers[decision.worker_id or ""]
@@ -533,9 +544,10 @@ class Cell:
 
     @staticmethod
     def _free_workers_by_pool(workers: list[Worker]) -> dict[str, int]:
+        """Per pool, how many workers accept work now (``Worker.accepts_work``, spelled out: hot)."""
         free: dict[str, int] = {}
         for w in workers:
-            if w.accepts_work:
+            if w.alive and w.state == "active" and len(w.running) < w.slots:
                 free[w.pool] = free.get(w.pool, 0) + 1
         return free
 
@@ -550,10 +562,11 @@ class Cell:
             self._eligible.clear()
         return self._worker_order
 
-    def _context(self, rec: TaskRecord, now_ms: float) -> PlacementContext:
+    def _context(self, rec: TaskRecord, now_ms: float, open_breakers: frozenset[str] | None = None) -> PlacementContext:
         return PlacementContext(
             now_ms=now_ms, policy=self.policy, runtimes=self._runtimes_of(rec), tenant_spend=self.tenant_spend,
-            reserved_pools=self.reserved, open_breakers=self._open_breakers(now_ms),
+            reserved_pools=self.reserved,
+            open_breakers=self._open_breakers(now_ms) if open_breakers is None else open_breakers,
             rng=self.rng, rr_position=self.rr_position, recent_batch_keys=self.recent_batch_keys,
         )
 
@@ -572,36 +585,49 @@ class Cell:
         cached = self._runtimes.get(rec.task.task_id)
         if cached is None:
             self._ordered_workers()
-            cached = self._runtimes[rec.task.task_id] = {p: self.predict(rec.task, p) for p in self._pool_names}
+            cached = self._runtimes[rec.task.task_id] = self.predict_pools(rec.task, self._pool_names)
         return cached
 
     def predict(self, task: Task, pool: str) -> float:
+        return self.predict_pools(task, (pool,))[pool]
+
+    def predict_pools(self, task: Task, pools: Iterable[str]) -> dict[str, float]:
         if self.strategy.learns:
-            return self.estimator.predict(task, pool, self.policy)
-        spec = self.policy.pool(pool)
-        if task.runtime_hint_s:
-            return task.runtime_hint_s / spec.speed
-        return spec.default_runtime_s
+            return self.estimator.predict_pools(task, pools, self.policy)
+        out: dict[str, float] = {}
+        for pool in pools:
+            spec = self.policy.pool(pool)
+            out[pool] = task.runtime_hint_s / spec.speed if task.runtime_hint_s else spec.default_runtime_s
+        return out
 
     def _slot_free_times(self, now_ms: float) -> dict[str, list[float]]:
         """Per pool, a heap of predicted seconds until each busy slot of a live worker frees."""
         free: dict[str, list[float]] = {}
+        tasks = self.tasks
         for w in self._ordered_workers():
             if not w.alive or w.state != "active":
                 continue
-            heap = free.setdefault(w.pool, [])
+            heap = free.get(w.pool)
+            if heap is None:
+                heap = free[w.pool] = []
+            default_s = None
             for tid in w.running:
-                rec = self.tasks[tid]
-                pred = rec.predicted_runtime_s or self.policy.pool(w.pool).default_runtime_s
-                elapsed = (now_ms - (rec.assigned_at_ms or now_ms)) / 1000.0
+                rec = tasks[tid]
+                pred = rec.predicted_runtime_s
+                if not pred:
+                    if default_s is None:
+                        default_s = self.policy.pool(w.pool).default_runtime_s
+                    pred = default_s
+                remaining = pred - (now_ms - (rec.assigned_at_ms or now_ms)) / 1000.0
                 # An overrun task is assumed to need a little longer, not to end this instant.
-                heap.append(max(pred - elapsed, 0.1 * pred))
+                floor = 0.1 * pred
+                heap.append(remaining if remaining > floor else floor)
         for heap in free.values():
             heapq.heapify(heap)
         return free
 
     def _hold(self, rec: TaskRecord, eligible: tuple[str, ...], free: dict[str, int],
-              reservations: dict[str, list[float]], now_ms: float) -> str | None:
+              reservations: dict[str, list[float]], now_ms: float, spreads: dict[str, float]) -> str | None:
         """Late binding with foresight: if a busy pool would finish the task sooner than any free
         slot it may use, by the strategy's margin, reserve that pool's next slot for it (for the
         rest of this dispatch pass) and say why; else None (place it now).
@@ -609,16 +635,22 @@ class Cell:
         A task with a deadline is also held when no free slot is likely enough to meet it
         (``deadline_confidence``) and a busy pool is likelier, waiting included, whatever the
         margin: starting it where it will probably be late helps nobody. Likelihoods come from
-        the learned spread of predictions around actual runtimes (lognormal)."""
+        the learned spread of predictions around actual runtimes (lognormal); ``spreads`` caches
+        them for the dispatch pass (nothing learns during one).
+
+        Hot: the simulator calls this several times per decision, hence the plain loops."""
         runtimes = self._runtimes_of(rec)
         now_pool, now_finish = None, math.inf
         for p in eligible:
-            if p in free and runtimes[p] < now_finish:
-                now_pool, now_finish = p, runtimes[p]
+            if p in free:
+                r = runtimes[p]
+                if r < now_finish:
+                    now_pool, now_finish = p, r
         best_pool, best_finish = None, now_finish * self.strategy.hold_margin
-        if rec.task.deadline_ms is not None:
-            left_s = (rec.task.deadline_ms - now_ms) / 1000.0
-            now_chance = 0.0 if now_pool is None else self._meet_chance(left_s, 0.0, now_finish, now_pool)
+        deadline_ms = rec.task.deadline_ms
+        if deadline_ms is not None:
+            left_s = (deadline_ms - now_ms) / 1000.0
+            now_chance = 0.0 if now_pool is None else self._meet_chance(left_s, 0.0, now_finish, now_pool, spreads)
             if now_chance < self.strategy.deadline_confidence:
                 # Wait only for a pool that is likely to make it and at least halves the risk of
                 # missing: waiting on a pool nearly as hopeless as the free one idles the free
@@ -628,11 +660,13 @@ class Cell:
                 for p in eligible:
                     heap = reservations.get(p)
                     if heap:
-                        chance = self._meet_chance(left_s, heap[0], runtimes[p], p)
+                        chance = self._meet_chance(left_s, heap[0], runtimes[p], p, spreads)
                         if chance >= best_chance:
                             best_pool, best_chance = p, chance
                 if best_pool is not None:
                     heapq.heappop(reservations[best_pool])
+                    if not self.explain:
+                        return _HELD
                     return (f"{best_pool} is {best_chance:.0%} likely to meet the deadline in {left_s:.3g}s, "
                             f"including the wait for a slot; the best free slot {now_chance:.0%}")
         for p in eligible:
@@ -644,16 +678,26 @@ class Cell:
         if best_pool is None:
             return None
         heapq.heappop(reservations[best_pool])
+        if not self.explain:
+            return _HELD
         return (f"{best_pool} is predicted to finish it in {best_finish:.3g}s including the wait for a slot; "
                 f"the best free slot would take {now_finish:.3g}s")
 
-    def _meet_chance(self, left_s: float, wait_s: float, runtime_s: float, pool: str) -> float:
+    def _meet_chance(self, left_s: float, wait_s: float, runtime_s: float, pool: str,
+                     spreads: dict[str, float] | None = None) -> float:
         """Chance that a task predicted to run ``runtime_s`` on ``pool``, starting in ``wait_s``,
         ends within ``left_s``. Strategies without a model take declared speeds at face value."""
         room = left_s - wait_s
         if room <= 0.0:
             return 0.0
-        sigma = self.estimator.spread(pool) if self.strategy.learns else 0.0
+        if not self.strategy.learns:
+            sigma = 0.0
+        elif spreads is None:
+            sigma = self.estimator.spread(pool)
+        else:
+            sigma = spreads.get(pool, -1.0)
+            if sigma < 0.0:
+                sigma = spreads[pool] = self.estimator.spread(pool)
         if sigma <= 0.0:
             return 1.0 if runtime_s <= room else 0.0
         return 0.5 * (1.0 + math.erf(math.log(room / runtime_s) / (sigma * _SQRT2)))

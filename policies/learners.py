@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import pickle
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 from shunter.policies.document import PolicyDocument
 from shunter.policies.model import Task
@@ -129,25 +129,36 @@ class RuntimeEstimator:
 
     @staticmethod
     def features(task: Task, pool: str, policy: PolicyDocument) -> dict[str, float]:
-        x = task_features(task)
-        spec = policy.pool(pool)
+        return RuntimeEstimator._on_pool(task_features(task), task, pool, policy)
+
+    @staticmethod
+    def _on_pool(shared: dict[str, float], task: Task, pool: str, policy: PolicyDocument) -> dict[str, float]:
+        """The task's features (``shared``, not mutated) with the pool's terms added."""
+        x = dict(shared)
         x[f"pool={pool}"] = 1.0
-        x["log_speed"] = math.log(spec.speed)
+        x["log_speed"] = math.log(policy.pool(pool).speed)
         for name in task.size_features:
             x[f"log_{name}@{pool}"] = x[f"log_{name}"]
         return x
 
     def predict(self, task: Task, pool: str, policy: PolicyDocument) -> float:
+        return self.predict_pools(task, (pool,), policy)[pool]
+
+    def predict_pools(self, task: Task, pools: Iterable[str], policy: PolicyDocument) -> dict[str, float]:
+        """``predict`` on each of ``pools`` (the task's features are built once for all of them)."""
         if self.model is not None and self.samples >= self.warmup:
-            y = self.model.predict_one(self.features(task, pool, policy))
-            st = self.stats.get(pool)
-            if st is not None:
-                y += st.log_bias
-            return math.exp(max(-12.0, min(12.0, y)))
-        spec = policy.pool(pool)
-        if task.runtime_hint_s is not None and task.runtime_hint_s > 0:
-            return task.runtime_hint_s / spec.speed
-        return spec.default_runtime_s
+            shared = task_features(task)
+            out: dict[str, float] = {}
+            for pool in pools:
+                y = self.model.predict_one(self._on_pool(shared, task, pool, policy))
+                st = self.stats.get(pool)
+                if st is not None:
+                    y += st.log_bias
+                out[pool] = math.exp(max(-12.0, min(12.0, y)))
+            return out
+        hint = task.runtime_hint_s if task.runtime_hint_s is not None and task.runtime_hint_s > 0 else None
+        return {pool: hint / policy.pool(pool).speed if hint is not None else policy.pool(pool).default_runtime_s
+                for pool in pools}
 
     def learn(self, task: Task, pool: str, runtime_s: float, policy: PolicyDocument) -> bool:
         """Teach one completion: predict first (to score the error and watch for drift), then

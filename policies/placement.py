@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Mapping, Protocol, Sequence
+from typing import Final, Mapping, Protocol, Sequence
 
 from shunter.policies.document import PolicyDocument
 from shunter.policies.model import Task, Worker
@@ -35,14 +35,15 @@ class Status:
 
     @staticmethod
     def accept() -> "Status":
-        return _OK
+        return ACCEPT
 
     @staticmethod
     def reject(reason: str, permanent: bool = False) -> "Status":
         return Status(False, reason, permanent)
 
 
-_OK = Status(True)
+ACCEPT: Final = Status(True)
+"""The one accepting status (statuses are immutable): plugins return it rather than build one."""
 
 
 @dataclass
@@ -171,9 +172,13 @@ class Framework:
         return cand
 
     def place(self, task: Task, workers: Sequence[Worker], ctx: PlacementContext, explain: bool = True,
-              keys: Sequence[object] | None = None) -> Decision:
+              keys: Sequence[object] | None = None, busy_known: bool = False) -> Decision:
         """``keys[i]``, if given, stands for ``workers[i].static_key()``: equal keys, equal static
-        keys (callers cache them, as small ints)."""
+        keys (callers cache them, as small ints). ``busy_known`` (without explanations only): the
+        caller already knows the task is placeable somewhere, so workers that cannot take work now
+        need not be evaluated to say why not."""
+        if not explain and not self.per_worker:
+            return self._place_by_class(task, workers, ctx, keys, busy_known)
         candidates: list[Candidate] = []
         best: Candidate | None = None
         seen: dict[tuple[object, ...], Candidate] = {}
@@ -182,24 +187,46 @@ class Framework:
                 cand = self._evaluate(task, w, ctx)
             else:
                 static = keys[i] if keys is not None else w.static_key()
-                # Without explanations, every worker that cannot take work now looks the same
-                # as its static class's first such worker: one of them speaks for all.
-                if explain:
-                    key: tuple[object, ...] = (static, len(w.running), w.alive, w.state)
-                else:
-                    key = (static, len(w.running) if w.accepts_work else -1)
+                key: tuple[object, ...] = (static, len(w.running), w.alive, w.state)
                 proto = seen.get(key)
                 if proto is None:
                     cand = seen[key] = self._evaluate(task, w, ctx)
-                elif explain:
+                else:
                     cand = Candidate(w.worker_id, w.pool, proto.feasible, proto.filtered_by, proto.reason,
                                      proto.permanent, proto.scores, proto.total)
-                else:
-                    continue
             # Ties go to the worker listed first: callers order workers deterministically.
             if cand.feasible and (best is None or cand.total > best.total):
                 best = cand
             candidates.append(cand)
+        return self._decide(task, candidates, best, ctx)
+
+    def _place_by_class(self, task: Task, workers: Sequence[Worker], ctx: PlacementContext,
+                        keys: Sequence[object] | None, busy_known: bool) -> Decision:
+        """``place`` without explanations: each class of look-alike workers is evaluated once, by
+        its first worker, and only that worker is listed. Every worker that cannot take work now
+        looks the same as its static class's first such worker (or is skipped: ``busy_known``)."""
+        candidates: list[Candidate] = []
+        best: Candidate | None = None
+        seen: set[tuple[object, int]] = set()
+        for i, w in enumerate(workers):
+            n = len(w.running)
+            if w.alive and w.state == "active" and n < w.slots:
+                key = (keys[i] if keys is not None else w.static_key(), n)
+            elif busy_known:
+                continue
+            else:
+                key = (keys[i] if keys is not None else w.static_key(), -1)
+            if key in seen:
+                continue
+            seen.add(key)
+            cand = self._evaluate(task, w, ctx)
+            if cand.feasible and (best is None or cand.total > best.total):
+                best = cand
+            candidates.append(cand)
+        return self._decide(task, candidates, best, ctx)
+
+    @staticmethod
+    def _decide(task: Task, candidates: list[Candidate], best: Candidate | None, ctx: PlacementContext) -> Decision:
         if best is None:
             return Decision(task.task_id, None, None, candidates)
         return Decision(task.task_id, best.worker_id, best.pool, candidates, ctx.runtime_on(best.pool))

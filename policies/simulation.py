@@ -12,7 +12,7 @@ import heapq
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from shunter.policies.cell import Cell, CellTiming
 from shunter.policies.document import PolicyDocument, parse_policy
@@ -48,8 +48,9 @@ class OracleEstimator(RuntimeEstimator):
         super().__init__(factory=lambda: None)  # type: ignore[arg-type, return-value]
         self.truth = truth
 
-    def predict(self, task: Task, pool: str, policy: PolicyDocument) -> float:
-        return self.truth[task.task_id][pool]
+    def predict_pools(self, task: Task, pools: Iterable[str], policy: PolicyDocument) -> dict[str, float]:
+        truth = self.truth[task.task_id]
+        return {pool: truth[pool] for pool in pools}
 
     def learn(self, task: Task, pool: str, runtime_s: float, policy: PolicyDocument) -> None:
         return None

@@ -1,7 +1,7 @@
 """Filter ``breaker``: the worker's pool has no open circuit breaker."""
 
 from shunter.policies.model import Task, Worker
-from shunter.policies.placement import PlacementContext, Status
+from shunter.policies.placement import ACCEPT, PlacementContext, Status
 
 
 class Breaker:
@@ -10,4 +10,4 @@ class Breaker:
     def filter(self, task: Task, worker: Worker, ctx: PlacementContext) -> Status:
         if worker.pool in ctx.open_breakers:
             return Status.reject(f"pool '{worker.pool}' circuit breaker is open")
-        return Status.accept()
+        return ACCEPT

@@ -2,7 +2,7 @@
 and the predicted cost fits the task's own cost tolerance."""
 
 from shunter.policies.model import Task, Worker
-from shunter.policies.placement import PlacementContext, Status
+from shunter.policies.placement import ACCEPT, PlacementContext, Status
 
 
 def predicted_cost(task: Task, worker: Worker, ctx: PlacementContext) -> float:
@@ -21,4 +21,4 @@ class Budget:
             spent = ctx.tenant_spend.get(task.tenant, 0.0)
             if spent + cost > budget:
                 return Status.reject(f"tenant '{task.tenant}' would spend {spent + cost:.3g} of {budget:g} per hour")
-        return Status.accept()
+        return ACCEPT

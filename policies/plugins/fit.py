@@ -1,7 +1,7 @@
 """Filter ``fit``: the worker's slot offers the CPU, GPU and GPU memory the task asks for."""
 
 from shunter.policies.model import Resources, Task, Worker
-from shunter.policies.placement import PlacementContext, Status
+from shunter.policies.placement import ACCEPT, PlacementContext, Status
 
 
 def fits(need: Resources, offer: Resources) -> Status:
@@ -14,7 +14,7 @@ def fits(need: Resources, offer: Resources) -> Status:
         return Status.reject(f"needs {need.cpu:g} CPU, slot has {offer.cpu:g}", permanent=True)
     if need.memory_gb > offer.memory_gb > 0:
         return Status.reject(f"needs {need.memory_gb:g} GiB memory, slot has {offer.memory_gb:g}", permanent=True)
-    return Status.accept()
+    return ACCEPT
 
 
 class Fit:

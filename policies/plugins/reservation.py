@@ -2,7 +2,7 @@
 tasks stay off the pools reserved for it (``ctx.reserved_pools``, the cell's fastest pool)."""
 
 from shunter.policies.model import Priority, Task, Worker
-from shunter.policies.placement import PlacementContext, Status
+from shunter.policies.placement import ACCEPT, PlacementContext, Status
 
 
 class Reservation:
@@ -11,4 +11,4 @@ class Reservation:
     def filter(self, task: Task, worker: Worker, ctx: PlacementContext) -> Status:
         if task.priority == Priority.LOW and worker.pool in ctx.reserved_pools:
             return Status.reject(f"pool '{worker.pool}' is reserved for a forecast surge of critical/high work")
-        return Status.accept()
+        return ACCEPT
