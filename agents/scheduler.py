@@ -287,8 +287,8 @@ class Scheduler:
             out.append(("audit", r["cell"].encode(), CODEC.encode("AuditRecord", r), None))
         for r in fx.scaling:
             out.append(("scaling", r["cell"].encode(), CODEC.encode("ScaleRecommendation", r), None))
-        for tid, reason in fx.deadletters:
-            out.append(self._deadletter_output(msg, key, value, reason, tid))
+        for refused, reason in fx.deadletters:
+            out.append(self._deadletter_output(msg, key, value, reason, refused))
         self._stage(cell, out)
 
     # --------------------------------------------------------------------------------- outbox
@@ -554,7 +554,7 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
         try:
             for tp in consumer.assignment():
                 high = consumer.highwater(tp)
-                committed = consumer._committed_offset.get(tp)  # noqa: SLF001 - Faust keeps no public accessor
+                committed = consumer._committed_offset.get(tp)  # type: ignore[attr-defined]  # noqa: SLF001 - Faust keeps no public accessor
                 if high is not None:
                     metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - (committed or 0)))
         except Exception:  # noqa: BLE001 - metrics must never stop the scheduler
@@ -587,14 +587,16 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
                 log.exception("control lane failed")
                 _exit("the control lane failed")
 
-    @app.on_partitions_assigned.connect
+    # Faust's signal types want receivers typed (sender, *args, signal, **kwargs); it calls them
+    # with the partitions as a keyword, which these take by name.
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
         mine = {(tp.topic, tp.partition) for tp in assigned if tp.topic in inputs}
         owned.update(mine)
         if lane is not None:
             lane.own({p for _, p in mine})
 
-    @app.on_partitions_revoked.connect
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
         if lane is not None:
             lane.disown({tp.partition for tp in revoked if tp.topic in inputs})

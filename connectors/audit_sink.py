@@ -256,16 +256,18 @@ class AuditSink:
                 msgs = consumer.consume(self.batch, 0.5)
                 rows: list[Row] = []
                 for m in msgs:
-                    if m.error():
-                        if m.error().code() == KafkaError._PARTITION_EOF:
-                            at_end.add(m.partition())
+                    err, part, offset = m.error(), m.partition(), m.offset()
+                    assert part is not None and offset is not None  # set on every consumed message
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            at_end.add(part)
                         continue
-                    at_end.discard(m.partition())
+                    at_end.discard(part)
                     try:
                         rec = CODEC.decode_as("AuditRecord", m.value())
                     except CodecError:
                         continue
-                    rows.append((m.partition(), m.offset(), rec))
+                    rows.append((part, offset, rec))
                 if rows:
                     for _, _, rec in rows:
                         brk = self.verifier.check(rec)

@@ -30,6 +30,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from shunter.streams.errors import BrokerError
 
@@ -221,9 +222,9 @@ class LocalBroker:
     def admin_password_file(self) -> Path:
         return self.home / "admin.password"
 
-    def client_config(self, principal: str = "broker") -> dict[str, object]:
+    def client_config(self, principal: str = "broker") -> dict[str, Any]:
         """librdkafka settings for this broker, as one of its own principals when secure."""
-        conf: dict[str, object] = {"bootstrap.servers": self.bootstrap}
+        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap}
         if self.secure:
             conf.update({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "SCRAM-SHA-512",
                          "sasl.username": principal, "sasl.password": self.credentials()[principal]})
@@ -418,7 +419,7 @@ def grant_admin(broker: "LocalBroker") -> None:
     apply_bindings(broker.client_config("broker"), admin_bindings())
 
 
-def _metadata_ok(conf: dict[str, object]) -> bool:
+def _metadata_ok(conf: dict[str, Any]) -> bool:
     from confluent_kafka.admin import AdminClient
 
     try:
@@ -428,7 +429,7 @@ def _metadata_ok(conf: dict[str, object]) -> bool:
         return False
 
 
-def _coordinator_ok(conf: dict[str, object]) -> bool:
+def _coordinator_ok(conf: dict[str, Any]) -> bool:
     """The group coordinator answers (a fresh broker creates __consumer_offsets on first use)."""
     from confluent_kafka import Consumer, TopicPartition
 

@@ -160,8 +160,8 @@ def delete_user(settings: Settings, user: str) -> None:
             fut.result()
         except KafkaException:
             pass  # already gone
-    filt = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, f"User:{user}", None,
-                            AclOperation.ANY, AclPermissionType.ANY)
+    filt = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, f"User:{user}", None,  # type: ignore[arg-type]
+                            AclOperation.ANY, AclPermissionType.ANY)  # None matches any name and host (the stubs say str)
     for fut in admin.delete_acls([filt], request_timeout=30).values():
         fut.result()
 
@@ -224,10 +224,11 @@ def _try_read(conf: dict[str, Any], topic: str) -> str | None:
             msg = c.poll(0.5)
             if msg is None:
                 continue
-            if msg.error() is not None:
-                if msg.error().code() in (-191,):  # end of partition: read was allowed
+            err = msg.error()
+            if err is not None:
+                if err.code() in (-191,):  # end of partition: read was allowed
                     return None
-                return f"{msg.error().name()}: {msg.error().str()}"
+                return f"{err.name()}: {err.str()}"
             return None
         return None
     except KafkaException as exc:

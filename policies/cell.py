@@ -156,7 +156,7 @@ class Cell:
         self.timing = timing
         self.estimator = estimator
         self.tasks: dict[str, TaskRecord] = {}
-        self.by_idempotency_key: dict[str, str] = {}
+        self.by_idempotency_key: dict[tuple[str, str], str] = {}
         self.workers: dict[str, Worker] = {}
         self.chain = AuditChain()
         self.rng = random.Random(seed)
@@ -562,7 +562,7 @@ class Cell:
             self._eligible.clear()
         return self._worker_order
 
-    def _context(self, rec: TaskRecord, now_ms: float, open_breakers: frozenset[str] | None = None) -> PlacementContext:
+    def _context(self, rec: TaskRecord, now_ms: int, open_breakers: frozenset[str] | None = None) -> PlacementContext:
         return PlacementContext(
             now_ms=now_ms, policy=self.policy, runtimes=self._runtimes_of(rec), tenant_spend=self.tenant_spend,
             reserved_pools=self.reserved,
@@ -702,7 +702,7 @@ class Cell:
             return 1.0 if runtime_s <= room else 0.0
         return 0.5 * (1.0 + math.erf(math.log(room / runtime_s) / (sigma * _SQRT2)))
 
-    def _deadline_feasible(self, rec: TaskRecord, d: Decision, now_ms: float, fx: Effects) -> bool:
+    def _deadline_feasible(self, rec: TaskRecord, d: Decision, now_ms: int, fx: Effects) -> bool:
         """The deadline strategy's feasibility check: a task that cannot meet its deadline even on
         this placement is run late (audited), rejected, or downgraded, as the policy says."""
         task = rec.task
@@ -762,7 +762,7 @@ class Cell:
                     reason=f"best of {sum(c.feasible for c in d.candidates)} feasible worker(s)",
                     shadow_choice=shadow_choice)
 
-    def _shadow_choice(self, rec: TaskRecord, now_ms: float) -> str | None:
+    def _shadow_choice(self, rec: TaskRecord, now_ms: int) -> str | None:
         """In shadow mode, where the shadow strategy would have put this task (recorded, not done)."""
         if self.shadow is None:
             return None
@@ -930,11 +930,11 @@ class Cell:
                 continue
             if now_ms is not None:
                 rec.lease_expires_at_ms = max(rec.lease_expires_at_ms or 0, now_ms + lease_ms)
-            w = self.workers.get(rec.worker_id or "")
-            if w is None:  # cannot happen (a worker is durable before any assignment to it); never lose the task
-                w = self.workers[rec.worker_id or ""] = Worker(rec.worker_id or "", rec.pool or "", self.name, 1,
-                                                               alive=False)
-            w.running[rec.task.task_id] = rec.epoch
+            holder = self.workers.get(rec.worker_id or "")
+            if holder is None:  # cannot happen (a worker is durable before any assignment to it); never lose the task
+                holder = self.workers[rec.worker_id or ""] = Worker(rec.worker_id or "", rec.pool or "", self.name, 1,
+                                                                    alive=False)
+            holder.running[rec.task.task_id] = rec.epoch
 
     def evict_finished(self, before_ms: int) -> list[str]:
         """Forget terminal tasks that finished before ``before_ms``; returns their ids."""

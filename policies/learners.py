@@ -24,7 +24,8 @@ SNAPSHOT_FORMAT = 5
 class DriftDetector(Protocol):
     """Watches a stream of numbers; ``drift_detected`` is true right after a change is seen."""
 
-    drift_detected: bool
+    @property
+    def drift_detected(self) -> bool: ...
 
     def update(self, x: float) -> object: ...
 

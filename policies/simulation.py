@@ -52,8 +52,8 @@ class OracleEstimator(RuntimeEstimator):
         truth = self.truth[task.task_id]
         return {pool: truth[pool] for pool in pools}
 
-    def learn(self, task: Task, pool: str, runtime_s: float, policy: PolicyDocument) -> None:
-        return None
+    def learn(self, task: Task, pool: str, runtime_s: float, policy: PolicyDocument) -> bool:
+        return False
 
     def spread(self, pool: str) -> float:
         return 0.0
@@ -177,13 +177,18 @@ def _r(x: float | None, nd: int = 4) -> float | None:
     return None if x is None else round(x, nd)
 
 
+def _missed(r: Run) -> bool:
+    """Finished after its deadline, or never (the caller passes tasks that have one)."""
+    assert r.item.deadline_s is not None
+    return r.finish_s is None or r.finish_s - r.item.arrival_s > r.item.deadline_s
+
+
 def _stats(runs: list[Run]) -> dict[str, Any]:
     finished = [r for r in runs if r.finish_s is not None]
     ct = sorted(r.finish_s - r.item.arrival_s for r in finished)  # type: ignore[operator]
     slow = sorted((r.finish_s - r.item.arrival_s) / min(r.item.true_runtime_s.values()) for r in finished)  # type: ignore[operator]
     with_deadline = [r for r in runs if r.item.deadline_s is not None]
-    missed = sum(1 for r in with_deadline
-                 if r.finish_s is None or r.finish_s - r.item.arrival_s > r.item.deadline_s)  # type: ignore[operator]
+    missed = sum(1 for r in with_deadline if _missed(r))
     return {
         "tasks": len(runs), "completed": len(finished),
         "mean_s": _r(sum(ct) / len(ct)) if ct else None,

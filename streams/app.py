@@ -92,6 +92,9 @@ def agent_topics(settings: Settings) -> list[str]:
 
 
 def create_app(settings: Settings) -> tuple[faust.App, SchedulerTopics, SchedulerTables]:
+    secure: dict[str, Any] = {"broker_credentials": faust.SASLCredentials(
+        username=settings.sasl_username, password=settings.sasl_password,
+        mechanism=settings.sasl_mechanism)} if settings.secure else {}
     app = faust.App(
         settings.app_id,
         # Faust's aiokafka transport, with a short wait for empty fetches (streams/transport.py).
@@ -129,9 +132,7 @@ def create_app(settings: Settings) -> tuple[faust.App, SchedulerTopics, Schedule
         consumer_group_instance_id=f"{settings.app_id}-{socket.gethostname()}-{settings.web_port}-"
                                    f"{zlib.crc32(','.join(sorted(agent_topics(settings))).encode()):08x}",
         Table=TrackedTable,
-        **({"broker_credentials": faust.SASLCredentials(
-            username=settings.sasl_username, password=settings.sasl_password,
-            mechanism=settings.sasl_mechanism)} if settings.secure else {}),
+        **secure,
     )
     names = TopicNames(settings)
 

@@ -72,17 +72,19 @@ def read_topic(settings: Settings, topic: str, timeout: float = 30.0) -> Iterato
                     raise TimeoutError(f"reading {topic} stalled")
                 continue
             idle = 0
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
-                    ends.pop(msg.partition(), None)
+            err, part, offset = msg.error(), msg.partition(), msg.offset()
+            assert part is not None and offset is not None  # set on every consumed message
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    ends.pop(part, None)
                     continue
-                raise RuntimeError(f"reading {topic}: {msg.error()}")
-            end = ends.get(msg.partition())
+                raise RuntimeError(f"reading {topic}: {err}")
+            end = ends.get(part)
             if end is None:
                 continue
-            if msg.offset() >= end - 1:
-                ends.pop(msg.partition(), None)
-            if msg.offset() < end:
+            if offset >= end - 1:
+                ends.pop(part, None)
+            if offset < end:
                 yield msg
     finally:
         consumer.close()
