@@ -257,11 +257,11 @@ class AuditSink:
                 rows: list[Row] = []
                 for m in msgs:
                     err, part, offset = m.error(), m.partition(), m.offset()
-                    assert part is not None and offset is not None  # set on every consumed message
                     if err is not None:
-                        if err.code() == KafkaError._PARTITION_EOF:
+                        if err.code() == KafkaError._PARTITION_EOF and part is not None:
                             at_end.add(part)
                         continue
+                    assert part is not None and offset is not None  # set on every consumed record
                     at_end.discard(part)
                     try:
                         rec = CODEC.decode_as("AuditRecord", m.value())

@@ -154,19 +154,22 @@ class Framework:
         self.scores = tuple(scores)
         self.per_worker = any(getattr(p, "per_worker", False) for p, _ in self.scores) or \
             any(getattr(f, "per_worker", False) for f in self.filters)
-
+        # Bound methods, looked up once: a decision calls them for every class of worker.
+        self._filter_calls = tuple((f.name, f.filter) for f in self.filters)
+        self._score_calls = tuple((p.name, p.score, w) for p, w in self.scores)
 
     def _evaluate(self, task: Task, w: Worker, ctx: PlacementContext) -> Candidate:
         cand = Candidate(w.worker_id, w.pool, True)
-        for f in self.filters:
-            st = f.filter(task, w, ctx)
+        for name, check in self._filter_calls:
+            st = check(task, w, ctx)
             if not st.ok:
-                cand.feasible, cand.filtered_by, cand.reason, cand.permanent = False, f.name, st.reason, st.permanent
+                cand.feasible, cand.filtered_by, cand.reason, cand.permanent = False, name, st.reason, st.permanent
                 return cand
         total = 0.0
-        for plugin, weight in self.scores:
-            sc = plugin.score(task, w, ctx)
-            cand.scores[plugin.name] = sc
+        scores = cand.scores
+        for name, rate, weight in self._score_calls:
+            sc = rate(task, w, ctx)
+            scores[name] = sc
             total += weight * sc
         cand.total = total
         return cand

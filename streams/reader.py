@@ -73,12 +73,12 @@ def read_topic(settings: Settings, topic: str, timeout: float = 30.0) -> Iterato
                 continue
             idle = 0
             err, part, offset = msg.error(), msg.partition(), msg.offset()
-            assert part is not None and offset is not None  # set on every consumed message
             if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
+                if err.code() == KafkaError._PARTITION_EOF and part is not None:
                     ends.pop(part, None)
                     continue
                 raise RuntimeError(f"reading {topic}: {err}")
+            assert part is not None and offset is not None  # set on every consumed record
             end = ends.get(part)
             if end is None:
                 continue
