@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-unit test-integration typecheck broker-start broker-stop clean prereqs benchmarks
+.PHONY: install demo test test-unit test-integration typecheck broker-start broker-stop clean prereqs benchmarks robustness
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"' 
@@ -61,3 +61,7 @@ benchmarks: install
 	done
 	$(VENV)/bin/shunter simulate --workload seed-mix --tasks 5000 --utilization 0.9 --seed 7 --report docs/benchmarks
 	$(VENV)/bin/shunter simulate --workload seed-mix --tasks 20000 --utilization 0.9 --seed 3 --report docs/benchmarks
+
+# The quality benchmark on variants of the shared trace (seeds 1-3, each half): docs/benchmarks/robustness-u0.85.md.
+robustness: install
+	$(VENV)/bin/shunter robustness --trace $(TRACE) --utilization 0.85 --seeds 1,2,3 --out docs/benchmarks

@@ -462,7 +462,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(f"shunter: unknown strategy {', '.join(unknown)}; choose from {', '.join(STRATEGY_ORDER)} or all",
               file=sys.stderr)
         return 2
-    items = load_workload(args.workload, trace=args.trace, tasks=args.tasks, seed=args.seed)
+    items = load_workload(args.workload, trace=args.trace, tasks=args.tasks, seed=args.seed, offset=args.offset)
     progress = None if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
     doc, results = benchmark(items, strategies, workload=args.workload, utilization=args.utilization,
                              seed=args.seed, progress=progress)
@@ -476,6 +476,26 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(json.dumps(doc))
     else:
         _print_table(doc)
+    return 0
+
+
+def cmd_robustness(args: argparse.Namespace) -> int:
+    from shunter.connectors import robustness
+
+    seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    if not seeds:
+        print("shunter: --seeds needs at least one seed", file=sys.stderr)
+        return 2
+    report = robustness.run(args.trace, args.utilization, seeds, halves=not args.no_halves, rows=args.tasks,
+                            progress=None if args.json else (lambda m: print(m, file=sys.stderr, flush=True)))
+    if args.out:
+        command = (f"shunter robustness --trace {args.trace} --utilization {args.utilization} --seeds {args.seeds}"
+                   + (" --no-halves" if args.no_halves else "") + (f" --tasks {args.tasks}" if args.tasks else "")
+                   + f" --out {args.out}")
+        path = robustness.write(report, Path(args.out), command)
+        if not args.json:
+            print(f"report written to {path}", file=sys.stderr)
+    print(json.dumps(report) if args.json else robustness.markdown(report, "(this run)"))
     return 0
 
 
@@ -615,6 +635,17 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=1)
     sim.add_argument("--json", action="store_true")
     sim.add_argument("--report", metavar="DIR", help="also write a markdown report with PNG plots into DIR")
+    sim.add_argument("--offset", type=int, default=0, help="azure-llm: start at row N of the trace")
+
+    rb = add("robustness", cmd_robustness, "the quality benchmark on variants of a trace (other seeds, each half): "
+             "does adaptive still beat every other strategy?")
+    rb.add_argument("--trace", required=True, help="CSV with TIMESTAMP,ContextTokens,GeneratedTokens")
+    rb.add_argument("--utilization", type=float, default=0.85)
+    rb.add_argument("--seeds", default="1,2,3", help="comma-separated noise seeds for the whole trace")
+    rb.add_argument("--no-halves", action="store_true", help="skip the two halves of the trace")
+    rb.add_argument("--tasks", type=int, help="use only the first N rows (quick runs)")
+    rb.add_argument("--out", metavar="DIR", help="write robustness-u<U>.md and .json into DIR")
+    rb.add_argument("--json", action="store_true")
 
     rp = add("replay", cmd_replay, "a slice of a trace through the real broker, scheduler and workers, "
              "K times faster; prints simulate's JSON for that run")

@@ -230,13 +230,13 @@ def vs_oracle(row: dict[str, Any], oracle: dict[str, Any]) -> dict[str, float | 
 
 
 def load_workload(workload: str, *, trace: str | None = None, tasks: int | None = None,
-                  seed: int = 1, cluster: Sequence[PoolModel] = CLUSTER) -> list[WorkItem]:
+                  seed: int = 1, cluster: Sequence[PoolModel] = CLUSTER, offset: int = 0) -> list[WorkItem]:
     from shunter.policies.workloads import azure_trace, seed_mix
 
     if workload == "azure-llm":
         if not trace:
             raise ValueError("--workload azure-llm needs --trace PATH (a TIMESTAMP,ContextTokens,GeneratedTokens CSV)")
-        return azure_trace(trace, seed=seed, limit=tasks, cluster=cluster)
+        return azure_trace(trace, seed=seed, limit=tasks, cluster=cluster, offset=offset)
     if workload == "seed-mix":
         return seed_mix(tasks or 5000, seed=seed, cluster=cluster)
     raise ValueError(f"unknown workload {workload!r}: use azure-llm or seed-mix")
@@ -264,5 +264,14 @@ def benchmark(items: Sequence[WorkItem], strategies: Sequence[str], *, workload:
         oracle = report(results[ORACLE], cluster)
     for row in rows.values():
         row["vs_oracle"] = vs_oracle(row, oracle) if oracle else None
-    doc = {"workload": workload, "utilization": utilization, "seed": seed, "tasks": len(scaled), "strategies": rows}
+    doc = {"workload": workload, "utilization": utilization, "seed": seed, "tasks": len(scaled),
+           "deadline_floor": deadline_floor(scaled), "strategies": rows}
     return doc, results
+
+
+def deadline_floor(items: Sequence[WorkItem]) -> dict[str, Any]:
+    """Tasks whose deadline no pool could meet even started the moment they arrived: the miss
+    rate below which no strategy, the oracle included, can go."""
+    with_deadline = [w for w in items if w.deadline_s is not None]
+    n = len([w for w in with_deadline if w.deadline_s is not None and min(w.true_runtime_s.values()) > w.deadline_s])
+    return {"tasks": n, "miss_rate": _r(n / len(with_deadline)) if with_deadline else None}

@@ -118,8 +118,10 @@ def seed_mix(n: int, seed: int, cluster: Sequence[PoolModel] = CLUSTER) -> list[
 
 
 def azure_trace(path: str | Path, seed: int, limit: int | None = None,
-                cluster: Sequence[PoolModel] = CLUSTER) -> list[WorkItem]:
-    """Rows of a ``TIMESTAMP,ContextTokens,GeneratedTokens`` CSV as ``llm`` tasks."""
+                cluster: Sequence[PoolModel] = CLUSTER, offset: int = 0) -> list[WorkItem]:
+    """Rows of a ``TIMESTAMP,ContextTokens,GeneratedTokens`` CSV as ``llm`` tasks: ``limit`` rows
+    from row ``offset`` on (a row keeps its number in the file, which decides its class; time
+    starts at the first row read)."""
     rng = random.Random(seed)
     items: list[WorkItem] = []
     t0: datetime | None = None
@@ -130,7 +132,9 @@ def azure_trace(path: str | Path, seed: int, limit: int | None = None,
             raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}; "
                              "expected TIMESTAMP,ContextTokens,GeneratedTokens")
         for i, row in enumerate(reader):
-            if limit is not None and i >= limit:
+            if i < offset:
+                continue
+            if limit is not None and i >= offset + limit:
                 break
             ts = datetime.fromisoformat(row["TIMESTAMP"].strip()[:26])
             t0 = t0 or ts
