@@ -51,6 +51,17 @@ def produce(p: Producer, topic: str, key: str, value: bytes) -> None:
     p.poll(0)
 
 
+def pools_total(scheduler_url: str, field: str) -> int:
+    """``field`` of the scheduler's /pools summed over every pool of every cell (0 while it does
+    not answer yet)."""
+    try:
+        with urllib.request.urlopen(f"{scheduler_url}/pools", timeout=5) as resp:
+            cells = json.load(resp)
+    except OSError:
+        return 0
+    return sum(p[field] for c in cells.values() for p in c["pools"].values())
+
+
 class ShunterClient:
     """Talks to Shunter through Kafka (writes) and the scheduler's HTTP API (reads)."""
 

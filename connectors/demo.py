@@ -23,7 +23,7 @@ from typing import Any
 from shunter.connectors.broker import LocalBroker, state_dir
 from shunter.connectors.security import create_user, protect_audit
 from shunter.connectors.security import probe as security_probe
-from shunter.connectors.client import ShunterClient, StatusTracker
+from shunter.connectors.client import ShunterClient, StatusTracker, pools_total
 from shunter.policies.model import TaskState
 from shunter.policies.workloads import CLUSTER, at_utilization, seed_mix
 from shunter.streams.reader import read_records
@@ -129,13 +129,9 @@ def wait_for_workers(settings: Settings, expected: int, procs: Processes, timeou
     seen = 0
     while time.monotonic() < deadline:
         procs.check()
-        try:
-            cells = _get_json(f"http://127.0.0.1:{settings.web_port}/pools")
-            seen = sum(p["alive"] for c in cells.values() for p in c["pools"].values())
-            if seen >= expected:
-                return
-        except OSError:
-            pass
+        seen = pools_total(f"http://127.0.0.1:{settings.web_port}", "alive")
+        if seen >= expected:
+            return
         time.sleep(0.5)
     raise TimeoutError(f"only {seen} of {expected} demo workers registered with the scheduler within {timeout:.0f}s")
 

@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 from shunter.connectors.bench import _spawn, _stop, _timestamps
 from shunter.connectors.broker import LocalBroker, port_open, state_dir
-from shunter.connectors.client import ShunterClient
+from shunter.connectors.client import ShunterClient, pools_total
 from shunter.streams.codec import CODEC
 from shunter.streams.errors import BrokerError
 from shunter.streams.settings import Settings
@@ -196,7 +196,7 @@ def run_shunter(base: Settings, run_dir: Path, tasks: int, flood: int, flood_run
              _spawn(["worker", "--pool", "cpu", "--count", "1", "--slots", str(concurrency), "--id-prefix", "peer"],
                     settings.to_env(), str(run_dir / "shunter-worker.log"))]
     try:
-        _wait(lambda: _pools_total(client, "alive") >= 1, 120, "the Shunter scheduler and worker")
+        _wait(lambda: pools_total(client.scheduler_url, "alive") >= 1, 120, "the Shunter scheduler and worker")
         say(f"shunter: {tasks} no-op tasks through the broker, scheduler and a worker with {concurrency} slots")
         for _ in range(tasks):
             client.submit("noop", payload=b'{"runtime_s": 0}')
@@ -218,7 +218,7 @@ def run_shunter(base: Settings, run_dir: Path, tasks: int, flood: int, flood_run
         client.update_policy(PRIORITY_POLICY + f"headroom: {{slots: {headroom}, for: high}}\n",
                              applied_by="bench peer")
         client.flush()
-        _wait(lambda: _pools_total(client, "free_slots") >= headroom, 60, "the headroom policy to keep a slot free")
+        _wait(lambda: pools_total(client.scheduler_url, "free_slots") >= headroom, 60, "the headroom policy to keep a slot free")
         kept = _critical_start(client, settings, names.assignments, f"{headroom} slot(s) of headroom", say)
     finally:
         _stop(procs)
@@ -237,15 +237,6 @@ def _critical_start(client: ShunterClient, settings: Settings, assignments: str,
     say(f"shunter ({policy}): the critical task started after {waited:.3f}s (decided after "
         f"{(decided - sent) / 1000.0:.3f}s)")
     return waited
-
-
-def _pools_total(client: ShunterClient, field: str) -> int:
-    """``field`` of the scheduler's /pools summed over every pool of every cell (0 while it does
-    not answer yet)."""
-    try:
-        return sum(p[field] for c in client.get("/pools").values() for p in c["pools"].values())
-    except OSError:
-        return 0
 
 
 def _assignment_time(settings: Settings, topic: str, task_id: str, timeout: float) -> tuple[int, int]:
