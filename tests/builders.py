@@ -44,6 +44,8 @@ def completion(task_id: str, worker_id: str, epoch: int, *, ok: bool = True, run
             "error": None if ok else "boom", "finished_at_ms": T0}
 
 
-def cell(policy: PolicyDocument | str | None = None, *, lease_s: float = 10.0, timeout_s: float = 5.0) -> Cell:
+def cell(policy: PolicyDocument | str | None = None, *, lease_s: float = 10.0, timeout_s: float = 5.0,
+         explain: bool = True) -> Cell:
     doc = parse_policy(policy) if isinstance(policy, str) else (policy or default_policy())
-    return Cell("c1", doc, RuntimeEstimator(runtime_learner), CellTiming(lease_s=lease_s, heartbeat_timeout_s=timeout_s))
+    return Cell("c1", doc, RuntimeEstimator(runtime_learner), CellTiming(lease_s=lease_s, heartbeat_timeout_s=timeout_s),
+                explain=explain)

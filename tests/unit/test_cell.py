@@ -585,3 +585,19 @@ def test_the_estimator_corrects_a_pool_it_fits_badly_and_knows_its_spread():
     assert 5.0 < est.predict(probe, "cpu", policy) < 12.0, "about 8 s on cpu despite its declared speed"
     assert 0.7 < est.predict(probe, "gpu_small", policy) < 1.4
     assert 0.35 < est.spread("cpu") < 0.75 and est.spread("gpu_small") < 0.3, "noisier pool, wider spread"
+
+
+def test_without_explanations_a_task_waiting_for_a_busy_pool_is_never_taken_for_unplaceable():
+    """Once a task's eligible pools are known, placement without explanations asks only the free
+    workers; that they all reject it for good (wrong hardware) must not make it unplaceable."""
+    c = cell(explain=False, lease_s=1e6, timeout_s=1e6)
+    c.heartbeat(heartbeat("gpu1", "gpu_small", slots=1, gpu=1), T0)
+    c.heartbeat(heartbeat("cpu1", "cpu", slots=1, gpu=0), T0)
+    c.submit(task("a", gpu=1), T0)
+    c.submit(task("b", gpu=1, at=T0 + 1), T0 + 1)           # eligible pools learned: the GPU pool
+    limit_ms = int(c.policy.unplaceable_timeout_s * 1000)
+    fx = c.tick(T0 + limit_ms + 10)                           # asks the free CPU worker only
+    assert c.tasks["b"].state == TaskState.PENDING and not fx.statuses
+    assert c.tasks["b"].reason.startswith("waiting:")
+    fx = c.complete(completion("a", "gpu1", 1), T0 + limit_ms + 20)
+    assert [(x["task_id"], x["worker_id"]) for x in fx.assignments] == [("b", "gpu1")]
