@@ -32,10 +32,10 @@ MAX_DEADLINE_HORIZON_MS = 30 * 24 * 3600 * 1000
 MAX_HINT_S = 7 * 24 * 3600.0
 _SQRT2 = math.sqrt(2.0)
 DISPATCH_SCAN = 64
+"""How far past a blocked head the dispatcher looks for a task that fits elsewhere (backfill)."""
 _HELD = "held for a busy pool (explanations off)"
 """The waiting reason without explanations (the simulator): formatting one per held task per
 dispatch pass cost more than the decision itself."""
-"""How far past a blocked head the dispatcher looks for a task that fits elsewhere (backfill)."""
 
 
 @dataclass
