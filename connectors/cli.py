@@ -462,7 +462,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(f"shunter: unknown strategy {', '.join(unknown)}; choose from {', '.join(STRATEGY_ORDER)} or all",
               file=sys.stderr)
         return 2
-    items = load_workload(args.workload, trace=args.trace, tasks=args.tasks, seed=args.seed, offset=args.offset)
+    try:
+        items = load_workload(args.workload, trace=args.trace, tasks=args.tasks, seed=args.seed, offset=args.offset)
+    except (ValueError, OSError) as exc:  # a trace that is missing or not of the format
+        print(f"shunter: {exc}", file=sys.stderr)
+        return 2
     progress = None if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
     doc, results = benchmark(items, strategies, workload=args.workload, utilization=args.utilization,
                              seed=args.seed, progress=progress)
@@ -486,8 +490,12 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     if not seeds:
         print("shunter: --seeds needs at least one seed", file=sys.stderr)
         return 2
-    report = robustness.run(args.trace, args.utilization, seeds, halves=not args.no_halves, rows=args.tasks,
-                            progress=None if args.json else (lambda m: print(m, file=sys.stderr, flush=True)))
+    try:
+        report = robustness.run(args.trace, args.utilization, seeds, halves=not args.no_halves, rows=args.tasks,
+                                progress=None if args.json else (lambda m: print(m, file=sys.stderr, flush=True)))
+    except (ValueError, OSError) as exc:  # a trace that is missing or not of the format
+        print(f"shunter: {exc}", file=sys.stderr)
+        return 2
     if args.out:
         command = (f"shunter robustness --trace {args.trace} --utilization {args.utilization} --seeds {args.seeds}"
                    + (" --no-halves" if args.no_halves else "") + (f" --tasks {args.tasks}" if args.tasks else "")

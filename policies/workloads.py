@@ -10,9 +10,10 @@ from __future__ import annotations
 import csv
 import math
 import random
+import re
 import zlib
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Final, Sequence
 
@@ -117,6 +118,37 @@ def seed_mix(n: int, seed: int, cluster: Sequence[PoolModel] = CLUSTER) -> list[
     return items
 
 
+_ISO_PARTS = re.compile(r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2})?)(\.\d+)?(Z|[+-]\d{2}:?\d{2})?$")
+
+
+def parse_timestamp(text: str) -> datetime:
+    """A trace's TIMESTAMP as a naive UTC datetime: ISO 8601 with any number of fractional digits
+    (the 2023 Azure traces have seven, Python reads at most six) and an optional offset, or
+    seconds since the epoch."""
+    text = text.strip()
+    try:
+        return datetime.fromtimestamp(float(text), tz=timezone.utc).replace(tzinfo=None)
+    except ValueError:
+        pass
+    m = _ISO_PARTS.match(text)
+    if m is None:
+        raise ValueError(f"TIMESTAMP {text!r} is neither ISO 8601 nor seconds since the epoch")
+    base, frac, offset = m.group(1), (m.group(2) or ".0")[:7].ljust(7, "0"), m.group(3) or ""
+    ts = datetime.fromisoformat(base + frac + ("+00:00" if offset == "Z" else offset))
+    return ts.astimezone(timezone.utc).replace(tzinfo=None) if ts.tzinfo is not None else ts
+
+
+def _tokens(row: dict[str, str | None], column: str) -> float:
+    text = (row.get(column) or "").strip()
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{column} {text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{column} {text!r} must be a count of tokens (0 or more)")
+    return value
+
+
 def azure_trace(path: str | Path, seed: int, limit: int | None = None,
                 cluster: Sequence[PoolModel] = CLUSTER, offset: int = 0) -> list[WorkItem]:
     """Rows of a ``TIMESTAMP,ContextTokens,GeneratedTokens`` CSV as ``llm`` tasks: ``limit`` rows
@@ -136,9 +168,12 @@ def azure_trace(path: str | Path, seed: int, limit: int | None = None,
                 continue
             if limit is not None and i >= offset + limit:
                 break
-            ts = datetime.fromisoformat(row["TIMESTAMP"].strip()[:26])
+            try:
+                ts = parse_timestamp(row["TIMESTAMP"] or "")
+                ctx, gen = _tokens(row, "ContextTokens"), _tokens(row, "GeneratedTokens")
+            except ValueError as exc:
+                raise ValueError(f"{path}, line {reader.line_num}: {exc}") from None
             t0 = t0 or ts
-            ctx, gen = float(row["ContextTokens"]), float(row["GeneratedTokens"])
             runtimes = {p.name: p.llm_runtime(ctx, gen) * _noise(rng) for p in cluster}
             prio = priority_of_row(i)
             items.append(WorkItem(i, (ts - t0).total_seconds(), "llm", prio, AZURE_DEADLINES[prio],

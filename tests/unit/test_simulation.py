@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from shunter.policies.simulation import ORACLE, benchmark, load_workload
-from shunter.policies.workloads import AZURE_DEADLINES, at_utilization, azure_trace, capacity, seed_mix
+from shunter.policies.workloads import AZURE_DEADLINES, at_utilization, azure_trace, capacity, parse_timestamp, seed_mix
 
 ROW_KEYS = {"tasks", "completed", "mean_s", "p50_s", "p95_s", "p99_s", "slowdown_mean", "slowdown_p99",
             "deadline_miss_rate", "by_class", "cost", "utilization_by_pool", "prediction", "decisions_per_s", "vs_oracle"}
@@ -93,6 +93,30 @@ def test_the_scheduler_never_sees_generated_tokens(tmp_path: Path):
     assert ta == tb
     assert all(set(t.size_features) == {"context_tokens"} and t.runtime_hint_s is None for t in ta)
     assert {w.deadline_s for w in azure_trace(a, seed=1)} <= set(AZURE_DEADLINES.values())
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("2023-11-16 18:15:46.6805900", "2023-11-16 18:15:46.680590"),   # the 2023 traces: seven digits
+    ("2024-05-10 00:00:01.5+00:00", "2024-05-10 00:00:01.500000"),
+    ("2024-05-10T02:00:01.25+02:00", "2024-05-10 00:00:01.250000"),  # an offset becomes UTC
+    ("2024-05-10 00:00:02Z", "2024-05-10 00:00:02"),
+    ("2024-05-10 00:00", "2024-05-10 00:00:00"),
+    ("1715299201.5", "2024-05-10 00:00:01.500000"),                  # seconds since the epoch
+])
+def test_trace_timestamps_in_the_formats_traces_use(text, expected):
+    assert parse_timestamp(text).isoformat(" ") == expected
+
+
+def test_a_bad_row_is_refused_with_its_line_and_why(tmp_path: Path):
+    header = "TIMESTAMP,ContextTokens,GeneratedTokens"
+    for row, why in (("2023-11-16 18:15:47.1,abc,44", "ContextTokens 'abc' is not a number"),
+                     ("2023-11-16 18:15:47.1,10,-3", "GeneratedTokens '-3' must be a count"),
+                     ("2023-11-16 18:15:47.1,10", "GeneratedTokens '' is not a number"),
+                     ("yesterday,10,3", "TIMESTAMP 'yesterday' is neither ISO 8601")):
+        bad = tmp_path / "bad.csv"
+        bad.write_text(f"{header}\n2023-11-16 18:15:46.68,374,44\n\n{row}\n")
+        with pytest.raises(ValueError, match=f"line 4: {why}"):
+            azure_trace(bad, seed=1)
 
 
 def test_trace_with_wrong_columns_is_refused(tmp_path: Path):
