@@ -469,7 +469,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         return 2
     progress = None if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
     doc, results = benchmark(items, strategies, workload=args.workload, utilization=args.utilization,
-                             seed=args.seed, progress=progress)
+                             seed=args.seed, progress=progress, keep_runs=bool(args.report))
     if args.report:
         from shunter.connectors.report import write_report
 

@@ -75,7 +75,8 @@ def run(trace: str, utilization: float, seeds: list[int], halves: bool = True, r
         if progress:
             progress(f"{v.label}: every strategy at utilization {utilization}")
         items = load_workload("azure-llm", trace=trace, tasks=v.rows, seed=v.seed, offset=v.offset)
-        doc, _ = benchmark(items, list(STRATEGY_ORDER), workload="azure-llm", utilization=utilization, seed=v.seed)
+        doc, _ = benchmark(items, list(STRATEGY_ORDER), workload="azure-llm", utilization=utilization, seed=v.seed,
+                           keep_runs=False)
         results.append({"variant": v.label, "seed": v.seed, "offset": v.offset, "tasks": doc["tasks"],
                         **verdict(doc)})
     return {"trace": trace, "utilization": utilization, "variants": results}
