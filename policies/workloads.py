@@ -157,9 +157,10 @@ def azure_trace(path: str | Path, seed: int, limit: int | None = None,
     rng = random.Random(seed)
     items: list[WorkItem] = []
     t0: datetime | None = None
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a byte-order mark is not part of a name
         reader = csv.DictReader(f)
-        missing = {"TIMESTAMP", "ContextTokens", "GeneratedTokens"} - set(reader.fieldnames or ())
+        reader.fieldnames = [name.strip() for name in reader.fieldnames or ()]
+        missing = {"TIMESTAMP", "ContextTokens", "GeneratedTokens"} - set(reader.fieldnames)
         if missing:
             raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}; "
                              "expected TIMESTAMP,ContextTokens,GeneratedTokens")
@@ -178,6 +179,8 @@ def azure_trace(path: str | Path, seed: int, limit: int | None = None,
             prio = priority_of_row(i)
             items.append(WorkItem(i, (ts - t0).total_seconds(), "llm", prio, AZURE_DEADLINES[prio],
                                   {"context_tokens": ctx}, runtimes))
+    if not items:
+        raise ValueError(f"{path}: no rows" + (f" from row {offset}" if offset else ""))
     items.sort(key=lambda w: (w.arrival_s, w.index))
     return items
 
@@ -201,9 +204,11 @@ def at_utilization(items: Sequence[WorkItem], utilization: float,
         return []
     if utilization <= 0:
         raise ValueError("utilization must be > 0")
-    mean_ref = sum(w.true_runtime_s[REFERENCE_POOL] for w in items) / len(items)
     span = items[-1].arrival_s - items[0].arrival_s
-    rate_now = (len(items) - 1) / span if span > 0 else float("inf")
+    if span <= 0:  # one instant (or one task): a burst has no rate to rescale
+        return [replace(w, arrival_s=0.0) for w in items]
+    mean_ref = sum(w.true_runtime_s[REFERENCE_POOL] for w in items) / len(items)
+    rate_now = (len(items) - 1) / span
     rate_wanted = utilization * capacity(items, cluster) / mean_ref
     k = rate_now / rate_wanted
     first = items[0].arrival_s

@@ -119,6 +119,25 @@ def test_a_bad_row_is_refused_with_its_line_and_why(tmp_path: Path):
             azure_trace(bad, seed=1)
 
 
+def test_odd_but_valid_traces_load(tmp_path: Path):
+    """A byte-order mark and spaces around column names; every row at one instant (a burst, no
+    rate to rescale); a single row."""
+    odd = tmp_path / "odd.csv"
+    odd.write_bytes(b"\xef\xbb\xbf TIMESTAMP , ContextTokens,GeneratedTokens\n"
+                    b"2023-11-16 18:15:46,100,20\n2023-11-16 18:15:46,200,30\n")
+    burst = at_utilization(azure_trace(odd, seed=1), 0.85)
+    assert [w.arrival_s for w in burst] == [0.0, 0.0]
+    doc, _ = benchmark(burst, ["fifo"], workload="azure-llm", utilization=0.85, seed=1)
+    assert doc["strategies"]["fifo"]["completed"] == 2
+    one = tmp_path / "one.csv"
+    one.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,100,20\n")
+    assert [w.arrival_s for w in at_utilization(azure_trace(one, seed=1), 0.5)] == [0.0]
+    empty = tmp_path / "empty.csv"
+    empty.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n")
+    with pytest.raises(ValueError, match="no rows"):
+        azure_trace(empty, seed=1)
+
+
 def test_trace_with_wrong_columns_is_refused(tmp_path: Path):
     bad = tmp_path / "bad.csv"
     bad.write_text("time,tokens\n1,2\n")
