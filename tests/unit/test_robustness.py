@@ -86,3 +86,15 @@ def test_no_seeds_is_refused(tmp_path, capsys):
 
     assert main(["robustness", "--trace", str(_trace(tmp_path / "t.csv", 5)), "--seeds", ","]) == 2
     assert "--seeds needs at least one seed" in capsys.readouterr().err
+
+
+def test_simulate_reads_a_slice_from_an_offset(tmp_path, capsys):
+    from shunter.connectors.cli import main
+
+    trace = _trace(tmp_path / "t.csv", 30)
+    assert main(["simulate", "--workload", "azure-llm", "--trace", str(trace), "--offset", "20", "--tasks", "8",
+                 "--strategy", "fifo", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["tasks"] == 8 and doc["strategies"]["fifo"]["completed"] == 8
+    assert main(["simulate", "--workload", "azure-llm", "--trace", str(trace), "--offset", "30", "--json"]) == 2
+    assert "no rows from row 30" in capsys.readouterr().err
