@@ -200,6 +200,7 @@ def _stats(runs: list[Run]) -> dict[str, Any]:
         "p50_s": _r(_pct(ct, 0.5)), "p95_s": _r(_pct(ct, 0.95)), "p99_s": _r(_pct(ct, 0.99)),
         "slowdown_mean": _r(sum(slow) / len(slow)) if slow else None, "slowdown_p99": _r(_pct(slow, 0.99)),
         "deadline_miss_rate": _r(missed / len(with_deadline)) if with_deadline else None,
+        "deadline_misses": missed,
     }
 
 

@@ -49,20 +49,23 @@ def test_the_deadline_floor_counts_tasks_no_pool_could_meet():
     assert deadline_floor([_item(0, None, 1.0)]) == {"tasks": 0, "miss_rate": None}
 
 
-def _row(mean: float, p99: float, miss: float) -> dict[str, float]:
-    return {"mean_s": mean, "p99_s": p99, "deadline_miss_rate": miss}
+def _row(mean: float, p99: float, misses: int) -> dict[str, float]:
+    return {"mean_s": mean, "p99_s": p99, "deadline_misses": misses, "deadline_miss_rate": round(misses / 9000, 4)}
 
 
 def test_a_verdict_follows_the_numbers():
-    doc = {"deadline_floor": {"tasks": 3, "miss_rate": 0.0002}, "strategies": {
-        "fifo": _row(9.0, 80.0, 0.01), "priority": _row(7.0, 40.0, 0.0002), "heterogeneous": _row(6.0, 60.0, 0.001),
-        "adaptive": _row(5.5, 41.0, 0.0002), "oracle": _row(5.0, 30.0, 0.0002)}}
+    doc = {"deadline_floor": {"tasks": 2, "miss_rate": 0.0002}, "strategies": {
+        "fifo": _row(9.0, 80.0, 90), "priority": _row(7.0, 40.0, 3), "heterogeneous": _row(6.0, 60.0, 9),
+        "adaptive": _row(5.5, 41.0, 3), "oracle": _row(5.0, 30.0, 2)}}
     v = robustness.verdict(doc)
     assert v["best_other"] == {"mean_s": ["heterogeneous", 6.0], "p99_s": ["priority", 40.0],
-                               "deadline_miss_rate": ["priority", 0.0002]}
+                               "deadline_misses": ["priority", 3]}
     assert v["gap_closure"] == 0.5 and v["gap_closure_at_least_half"]
-    assert v["lower_mean"] and not v["lower_p99"] and not v["lower_miss_rate"] and v["miss_rate_at_floor"]
-    doc["strategies"]["oracle"] = _row(6.5, 30.0, 0.0)  # no better than the best other: no gap to close
+    assert v["lower_mean"] and not v["lower_p99"] and not v["fewer_misses"] and not v["misses_at_floor"]
+    doc["strategies"]["adaptive"] = _row(5.5, 39.0, 2)  # 2 and 3 misses in 9,000: the same rounded rate
+    v = robustness.verdict(doc)
+    assert v["lower_p99"] and v["fewer_misses"] and v["misses_at_floor"]
+    doc["strategies"]["oracle"] = _row(6.5, 30.0, 0)  # no better than the best other: no gap to close
     assert robustness.verdict(doc)["gap_closure"] is None
 
 
@@ -74,6 +77,7 @@ def test_a_run_reports_every_variant_and_writes_its_table(tmp_path):
         a, best = v["adaptive"], v["best_other"]
         assert v["lower_mean"] == (a["mean_s"] < best["mean_s"][1])
         assert v["lower_p99"] == (a["p99_s"] < best["p99_s"][1])
+        assert v["fewer_misses"] == (a["deadline_misses"] < best["deadline_misses"][1])
         assert best["mean_s"][0] not in ("adaptive", "oracle")
     path = robustness.write(report, tmp_path / "out", "shunter robustness ...")
     text = path.read_text()

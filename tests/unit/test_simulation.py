@@ -9,7 +9,7 @@ from shunter.policies.simulation import ORACLE, benchmark, load_workload
 from shunter.policies.workloads import AZURE_DEADLINES, at_utilization, azure_trace, capacity, parse_timestamp, seed_mix
 
 ROW_KEYS = {"tasks", "completed", "mean_s", "p50_s", "p95_s", "p99_s", "slowdown_mean", "slowdown_p99",
-            "deadline_miss_rate", "by_class", "cost", "utilization_by_pool", "prediction", "decisions_per_s", "vs_oracle"}
+            "deadline_miss_rate", "deadline_misses", "by_class", "cost", "utilization_by_pool", "prediction", "decisions_per_s", "vs_oracle"}
 
 
 @pytest.fixture(scope="module")
