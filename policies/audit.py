@@ -1,7 +1,14 @@
 """The audit chain: each record carries the hash of the one before it in its cell.
 
-``hash = sha256(prev_hash + canonical JSON of the record without 'hash')``. Verification walks
-records in order and reports the first sequence number whose hash or link does not hold.
+``hash = sha256(canonical bytes of the record without 'hash')``, the record including
+``prev_hash``. Verification walks records in order and reports the first sequence number whose
+hash or link does not hold.
+
+How the canonical bytes are formed is versioned by the record's ``hash_version``, which the hash
+covers: 1 is ``json.dumps`` with sorted keys (every record written before the field existed, read
+back as 1, without the field in its bytes), 2 is orjson with sorted keys. Both are JSON of the same
+record; 2 costs about an eighth of 1 (7.5 against 57 us for a decision with 16 candidates), which
+was a quarter of a decision's time with explanations on.
 """
 
 from __future__ import annotations
@@ -10,19 +17,30 @@ import base64
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Final, Iterable
+
+import orjson
 
 GENESIS = "0" * 64
+HASH_VERSION: Final = 2
+"""The canonical form new records are sealed with."""
+
+
+def _bytes_as_text(o: Any) -> Any:
+    if isinstance(o, bytes):
+        return base64.b64encode(o).decode()
+    raise TypeError(type(o).__name__)
 
 
 def _canonical(record: dict[str, Any]) -> bytes:
-    def enc(o: Any) -> Any:
-        if isinstance(o, bytes):
-            return base64.b64encode(o).decode()
-        raise TypeError(type(o).__name__)
-
+    version = record.get("hash_version") or 1
+    if version == 1:
+        body = {k: v for k, v in record.items() if k not in ("hash", "hash_version")}
+        return json.dumps(body, sort_keys=True, separators=(",", ":"), default=_bytes_as_text).encode()
     body = {k: v for k, v in record.items() if k != "hash"}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), default=enc).encode()
+    if version == 2:
+        return orjson.dumps(body, option=orjson.OPT_SORT_KEYS, default=_bytes_as_text)
+    return f"unknown hash_version {version!r}".encode()  # hashes to nothing a record carries: a break
 
 
 def record_hash(record: dict[str, Any]) -> str:
@@ -42,6 +60,7 @@ class AuditChain:
         self.seq += 1
         sealed["seq"] = self.seq
         sealed["prev_hash"] = self.last_hash
+        sealed["hash_version"] = HASH_VERSION
         sealed["hash"] = record_hash(sealed)
         self.last_hash = sealed["hash"]
         return sealed
