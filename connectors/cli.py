@@ -637,13 +637,15 @@ def build_parser() -> argparse.ArgumentParser:
     sim = add("simulate", cmd_simulate, "replay a workload through the policy code in virtual time (no Kafka)")
     sim.add_argument("--workload", choices=["azure-llm", "seed-mix"], default="seed-mix")
     sim.add_argument("--trace", help="CSV with TIMESTAMP,ContextTokens,GeneratedTokens (azure-llm)")
-    sim.add_argument("--tasks", type=int, help="seed-mix: how many tasks (default 5000); azure-llm: first N rows")
+    sim.add_argument("--tasks", type=int, help="seed-mix: how many tasks (default 5000); azure-llm: N rows "
+                     "(from --offset)")
     sim.add_argument("--strategy", default="all", help="a strategy, a comma-separated list, or all")
     sim.add_argument("--utilization", type=float, default=0.9)
     sim.add_argument("--seed", type=int, default=1)
     sim.add_argument("--json", action="store_true")
     sim.add_argument("--report", metavar="DIR", help="also write a markdown report with PNG plots into DIR")
-    sim.add_argument("--offset", type=int, default=0, help="azure-llm: start at row N of the trace")
+    sim.add_argument("--offset", type=int, default=0, help="azure-llm: start at row N of the trace (rows keep "
+                     "their number, which decides their class)")
 
     rb = add("robustness", cmd_robustness, "the quality benchmark on variants of a trace (other seeds, each half): "
              "does adaptive still beat every other strategy?")
