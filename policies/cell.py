@@ -891,7 +891,7 @@ class Cell:
             "pool": rec.pool, "epoch": epoch if epoch is not None else rec.epoch, "reason": reason,
             "policy_version": self.policy.version, "model_version": self.estimator.version,
             "mode": self.policy.mode, "strategy": self.strategy.name,
-            "candidates": [c.to_record() for c in decision.candidates] if decision else [],
+            "candidates": decision.candidate_records() if decision else [],
             "shadow_choice": shadow_choice, "decided_at_ms": now_ms,
         }))
 

@@ -102,10 +102,13 @@ class Candidate:
     scores: dict[str, float] = field(default_factory=dict)
     total: float = 0.0
 
-    def to_record(self) -> dict[str, object]:
+    def to_record(self, scores: dict[str, float] | None = None) -> dict[str, object]:
+        """``scores``: the rounded scores when the caller has them already (look-alike workers share
+        one scores dict, see ``Decision.candidate_records``)."""
         return {"worker_id": self.worker_id, "pool": self.pool, "feasible": self.feasible,
                 "filtered_by": self.filtered_by, "reason": self.reason,
-                "scores": {k: round(v, 6) for k, v in self.scores.items()}, "total": round(self.total, 6)}
+                "scores": {k: round(v, 6) for k, v in self.scores.items()} if scores is None else scores,
+                "total": round(self.total, 6)}
 
 
 @dataclass(slots=True)
@@ -126,6 +129,18 @@ class Decision:
     def never_placeable(self) -> bool:
         """Every candidate was rejected permanently (or there were none to ask)."""
         return all(c.permanent for c in self.candidates)
+
+    def candidate_records(self) -> list[dict[str, object]]:
+        """Every candidate as its audit record. Workers of one class share their scores dict, so
+        each is rounded once (16 workers in four classes: four roundings, not sixteen)."""
+        rounded: dict[int, dict[str, float]] = {}
+        out = []
+        for c in self.candidates:
+            scores = rounded.get(id(c.scores))
+            if scores is None:
+                scores = rounded[id(c.scores)] = {k: round(v, 6) for k, v in c.scores.items()}
+            out.append(c.to_record(scores))
+        return out
 
     def why_not(self) -> str:
         if not self.candidates:

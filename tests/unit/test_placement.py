@@ -46,6 +46,16 @@ def test_decision_explains_every_candidate():
     assert by["c"].scores == {"load": 1.0}
 
 
+def test_candidate_records_round_shared_scores_once_and_say_the_same():
+    fw = Framework([FILTER_PLUGINS["liveness"]()], [(SCORE_PLUGINS["load"](), 1.0), (SCORE_PLUGINS["completion"](), 0.3)])
+    workers = [worker(w, "gpu_small", slots=3, running={"x": 1}) for w in "abc"] + [worker("d", "cpu", gpu=0)]
+    d = fw.place(task(), workers, ctx())
+    assert d.candidates[0].scores is d.candidates[1].scores  # look-alike workers share one dict
+    records = d.candidate_records()
+    assert records == [c.to_record() for c in d.candidates]
+    assert records[0]["scores"]["load"] == round(2 / 3, 6) and records[0]["total"] == round(d.candidates[0].total, 6)
+
+
 def test_unplaceable_when_all_rejections_are_permanent():
     fw = Framework([FILTER_PLUGINS["fit"]()], [])
     d = fw.place(task(gpu=2), [worker("a"), worker("b")], ctx())
