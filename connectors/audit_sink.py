@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from shunter.policies.audit import GENESIS, ChainBreak, record_hash
+from shunter.policies.audit import GENESIS, ChainBreak, hash_holds
 from shunter.streams.codec import CODEC
 from shunter.streams.errors import CodecError
 from shunter.streams.settings import Settings
@@ -183,14 +183,14 @@ class ChainVerifier:
         problem = None
         first = self.seen.get((r["cell"], r["seq"]))
         if first is not None:
-            if first == r["hash"] and record_hash(r) == r["hash"]:
+            if first == r["hash"] and hash_holds(r):
                 return None
             problem = "a different record repeats an earlier sequence number"
         elif r["seq"] != seq + 1:
             problem = f"expected seq {seq + 1}, found {r['seq']}"
         elif r["prev_hash"] != prev:
             problem = "prev_hash does not match the previous record"
-        elif record_hash(r) != r["hash"]:
+        elif not hash_holds(r):
             problem = "hash does not match the record's content (the record was changed)"
         if first is None:
             self.seen[(r["cell"], r["seq"])] = r["hash"]

@@ -67,3 +67,14 @@ def test_a_message_written_with_the_released_schema_reads_as_version_1_and_verif
     decoded = CODEC.decode_as("AuditRecord", buf.getvalue())
     assert decoded["hash_version"] == 1
     assert record_hash(decoded) == record["hash"]
+
+
+def test_an_unknown_version_never_verifies_whatever_hash_it_carries():
+    """Fixed bytes hashed for an unknown version would let a forger rewrite a chain's tail with one
+    precomputed hash on every record; an unknown version is a break however the hash is chosen."""
+    chain = AuditChain()
+    first = chain.seal(_decision("t1"))
+    constant = hashlib.sha256(b"unknown hash_version 7").hexdigest()
+    forged = {**_decision("t2"), "seq": 2, "prev_hash": first["hash"], "hash_version": 7, "hash": constant}
+    _, breaks = verify([first, forged])
+    assert [b.seq for b in breaks] == [2]
