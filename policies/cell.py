@@ -22,7 +22,7 @@ from typing import Any, Iterable
 from shunter.policies.audit import AuditChain
 from shunter.policies.circuit import CLOSED, CircuitBreaker
 from shunter.policies.document import PolicyDocument
-from shunter.policies.learners import ArrivalForecast, RuntimeEstimator
+from shunter.policies.learners import ArrivalForecast, RuntimeEstimator, declared_runtime
 from shunter.policies.model import Priority, Task, TaskRecord, TaskState, Worker
 from shunter.policies.placement import Decision, PlacementContext
 from shunter.policies.queueing import PendingQueue
@@ -588,17 +588,12 @@ class Cell:
             cached = self._runtimes[rec.task.task_id] = self.predict_pools(rec.task, self._pool_names)
         return cached
 
-    def predict(self, task: Task, pool: str) -> float:
-        return self.predict_pools(task, (pool,))[pool]
-
     def predict_pools(self, task: Task, pools: Iterable[str]) -> dict[str, float]:
+        """Predicted runtime on each pool: learned, or declared (hint and pool speed) for a
+        strategy that does not learn."""
         if self.strategy.learns:
             return self.estimator.predict_pools(task, pools, self.policy)
-        out: dict[str, float] = {}
-        for pool in pools:
-            spec = self.policy.pool(pool)
-            out[pool] = task.runtime_hint_s / spec.speed if task.runtime_hint_s else spec.default_runtime_s
-        return out
+        return {pool: declared_runtime(task, self.policy.pool(pool)) for pool in pools}
 
     def _slot_free_times(self, now_ms: float) -> dict[str, list[float]]:
         """Per pool, a heap of predicted seconds until each busy slot of a live worker frees."""
@@ -684,16 +679,15 @@ class Cell:
                 f"the best free slot would take {now_finish:.3g}s")
 
     def _meet_chance(self, left_s: float, wait_s: float, runtime_s: float, pool: str,
-                     spreads: dict[str, float] | None = None) -> float:
+                     spreads: dict[str, float]) -> float:
         """Chance that a task predicted to run ``runtime_s`` on ``pool``, starting in ``wait_s``,
-        ends within ``left_s``. Strategies without a model take declared speeds at face value."""
+        ends within ``left_s``. Strategies without a model take declared speeds at face value.
+        ``spreads``: the dispatch pass's cache of the pools' learned spreads."""
         room = left_s - wait_s
         if room <= 0.0:
             return 0.0
         if not self.strategy.learns:
             sigma = 0.0
-        elif spreads is None:
-            sigma = self.estimator.spread(pool)
         else:
             sigma = spreads.get(pool, -1.0)
             if sigma < 0.0:

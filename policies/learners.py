@@ -13,7 +13,7 @@ import pickle
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
-from shunter.policies.document import PolicyDocument
+from shunter.policies.document import PolicyDocument, PoolSpec
 from shunter.policies.model import Task
 
 
@@ -51,6 +51,14 @@ class Learner(Protocol):
     def predict_one(self, x: dict[str, float]) -> float: ...
 
     def learn_one(self, x: dict[str, float], y: float) -> None: ...
+
+
+def declared_runtime(task: Task, spec: PoolSpec) -> float:
+    """What the submitter and the operator declared: the hint over the pool's speed, else the
+    pool's default runtime (a cold model's answer, and a non-learning strategy's)."""
+    if task.runtime_hint_s is not None and task.runtime_hint_s > 0:
+        return task.runtime_hint_s / spec.speed
+    return spec.default_runtime_s
 
 
 def task_features(task: Task) -> dict[str, float]:
@@ -157,9 +165,7 @@ class RuntimeEstimator:
                     y += st.log_bias
                 out[pool] = math.exp(max(-12.0, min(12.0, y)))
             return out
-        hint = task.runtime_hint_s if task.runtime_hint_s is not None and task.runtime_hint_s > 0 else None
-        return {pool: hint / policy.pool(pool).speed if hint is not None else policy.pool(pool).default_runtime_s
-                for pool in pools}
+        return {pool: declared_runtime(task, policy.pool(pool)) for pool in pools}
 
     def learn(self, task: Task, pool: str, runtime_s: float, policy: PolicyDocument) -> bool:
         """Teach one completion: predict first (to score the error and watch for drift), then
