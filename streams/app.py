@@ -11,6 +11,7 @@ from typing import Any
 import faust
 
 from shunter.streams import transport
+from shunter.streams.recovery import TableManager
 from shunter.streams.settings import Settings
 from shunter.streams.topics import TopicNames
 
@@ -132,6 +133,8 @@ def create_app(settings: Settings) -> tuple[faust.App, SchedulerTopics, Schedule
         consumer_group_instance_id=f"{settings.app_id}-{socket.gethostname()}-{settings.web_port}-"
                                    f"{zlib.crc32(','.join(sorted(agent_topics(settings))).encode()):08x}",
         Table=TrackedTable,
+        # Faust's recovery, with the end of it no longer dropping fetched input (streams/recovery.py).
+        TableManager=TableManager,
         **secure,
     )
     names = TopicNames(settings)

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Iterator
 import pytest
 
 from shunter.connectors.broker import LocalBroker
+from shunter.policies.model import TaskState
 from shunter.streams.errors import BrokerError
 from shunter.streams.settings import Settings
 from shunter.streams.topics import create_topics
@@ -161,15 +163,16 @@ class ChildProcess:
 class SchedulerProcess(ChildProcess):
     """The scheduler (``shunter scheduler``); ``start`` returns once it answers /healthz.
 
-    Supervised as in a deployment: exit code 70 (crash-only: its watchdog found it wedged, or a
-    state write failed) means restart it. The watchdog is set to 10 s here (60 by default) so a
+    Supervised as in a deployment: exit code 70 (crash-only: its watchdog found it wedged, a
+    state write failed, or its consumer skipped input records) means restart it. The watchdog is set to 10 s here (60 by default) so a
     wedged scheduler (a restarted consumer that sits idle, about one restart in twenty) is
     replaced well within a scenario's patience; every restart is printed and counted."""
 
     env = {"SHUNTER_WATCHDOG_S": os.environ.get("SHUNTER_WATCHDOG_S", "10")}
 
     def __init__(self, settings: Settings, logdir: Path) -> None:
-        super().__init__(settings, logdir, "scheduler", ["scheduler"])
+        super().__init__(settings, logdir, "scheduler",
+                         ["scheduler", "--loglevel", os.environ.get("SHUNTER_TEST_LOGLEVEL", "warn")])
         self.restarts = 0
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
@@ -190,6 +193,16 @@ class SchedulerProcess(ChildProcess):
         if self._supervisor is not None:
             self._supervisor.join()
         super().stop(sig, timeout)
+
+    def readiness(self) -> str:
+        """What the scheduler says of itself (/readyz: recovered, rebalancing, cells), or why it cannot."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.settings.web_port}/readyz", timeout=2) as r:
+                return r.read().decode()
+        except urllib.error.HTTPError as exc:  # 503: not ready, and the body says why
+            return exc.read().decode()
+        except OSError as exc:
+            return f"no answer ({exc})"
 
     def start(self, timeout: float = 90.0) -> "SchedulerProcess":
         self._stopping.clear()
@@ -218,14 +231,38 @@ def scheduler(settings: Settings, tmp_path: Path) -> Iterator[SchedulerProcess]:
         proc.stop()
 
 
-def wait_until(predicate, timeout: float, what: str, poll: float = 0.2):  # type: ignore[no-untyped-def]
+def wait_until(predicate, timeout: float, what: str, poll: float = 0.2, detail=None):  # type: ignore[no-untyped-def]
+    """Poll ``predicate`` until it is truthy; on timeout fail with ``what`` and, if given,
+    ``detail()``: what was still missing, the tail of a process's log."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}" + (f"\n{detail()}" if detail else ""))
+
+
+def unfinished(tracker, ids, *procs) -> str:  # type: ignore[no-untyped-def]
+    """For a timed-out wait on tasks: each task not terminal with its last known status and every
+    record of it on the topics (topic[partition]@offset, kind, state or action), the scheduler
+    group's committed offsets on the task topic, and the log tail of each process (the
+    scheduler's restarts included)."""
+    latest = tracker.snapshot()
+    missing = [t for t in ids if t not in latest or latest[t]["state"] not in TaskState.TERMINAL]
+    trails = _trails(tracker.settings, set(missing[:5]))
+    lines = []
+    for t in missing:
+        lines.append(f"{t}: {latest[t]['state']} (pool {latest[t].get('pool')!r}, attempts {latest[t].get('attempts')})"
+                     if t in latest else f"{t}: no status yet")
+        lines += [f"    {where}" for where in trails.get(t, [])]
+    lines.append(f"--- committed offsets of the scheduler group on the task topic: {_committed(tracker.settings)}")
+    for proc in procs:
+        if isinstance(proc, SchedulerProcess):
+            lines.append(f"--- {proc.name} /readyz: {proc.readiness()}")
+        lines.append(f"--- {proc.name} (started {proc.starts} time(s), restarted {getattr(proc, 'restarts', 0)}) "
+                     f"log tail:\n{proc.log_tail()}")
+    return "\n".join(lines)
 
 
 class WorkerProcess(ChildProcess):
@@ -240,6 +277,49 @@ class WorkerProcess(ChildProcess):
     def start(self) -> "WorkerProcess":
         self.spawn()
         return self
+
+
+def _trails(settings: Settings, ids: set[str]) -> dict[str, list[str]]:
+    """Where each of ``ids`` appears on the Shunter topics, in log order per partition."""
+    from shunter.streams.codec import CODEC
+    from shunter.streams.reader import read_topic
+    from shunter.streams.topics import TopicNames
+
+    names = TopicNames(settings)
+    out: dict[str, list[str]] = {}
+    topics = names.task_inputs() + [getattr(names, short) for short in
+                                    ("assignments", "completions", "task_status", "audit", "deadletter")]
+    for topic in topics:
+        try:
+            for msg in read_topic(settings, topic, 10):
+                try:
+                    kind, rec = CODEC.decode(msg.value())
+                except Exception:  # noqa: BLE001 - a poison message in a test topic
+                    continue
+                tid = rec.get("task_id")
+                if tid in ids:
+                    what = rec.get("state") or rec.get("action") or rec.get("status") or rec.get("reason") or ""
+                    out.setdefault(tid, []).append(f"{msg.topic()}[{msg.partition()}]@{msg.offset()} {kind} {what}")
+        except Exception as exc:  # noqa: BLE001 - a diagnostic must not hide the failure it explains
+            out.setdefault("?", []).append(f"{topic}: {exc}")
+    return out
+
+
+def _committed(settings: Settings) -> str:
+    from confluent_kafka import Consumer, TopicPartition
+
+    from shunter.streams.topics import TopicNames
+
+    c = Consumer({**settings.kafka_config(), "group.id": settings.app_id, "enable.auto.commit": False})
+    try:
+        topic = TopicNames(settings).tasks
+        parts = c.committed([TopicPartition(topic, p) for p in range(settings.partitions)], timeout=10)
+        ends = [c.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in range(settings.partitions)]
+        return ", ".join(f"[{tp.partition}] committed {tp.offset} end {hi}" for tp, (_, hi) in zip(parts, ends))
+    except Exception as exc:  # noqa: BLE001
+        return f"unavailable ({exc})"
+    finally:
+        c.close()
 
 
 def read_all(settings: Settings) -> dict[str, list[dict]]:

@@ -12,7 +12,7 @@ import signal
 import time
 
 import pytest
-from harness import WorkerProcess, check_invariants, wait_until
+from harness import WorkerProcess, check_invariants, unfinished, wait_until
 
 from shunter.connectors.client import ShunterClient, StatusTracker
 from shunter.streams.topics import TopicNames
@@ -47,12 +47,14 @@ def test_scheduler_and_worker_killed_mid_run(settings, scheduler, tmp_path):
         client.flush()
         t0 = time.monotonic()
         scheduler.start()                             # ...and restart it
-        wait_until(lambda: tracker.terminal(ids) >= 35, 60, "progress after the restart")
+        wait_until(lambda: tracker.terminal(ids) >= 35, 60, "progress after the restart",
+                   detail=lambda: unfinished(tracker, ids, scheduler))
         recovery_s = time.monotonic() - t0
         a.stop(signal.SIGKILL)                        # SIGKILL a worker process with tasks in flight
         ids += [client.submit("summarization", payload=payload(0.2)) for _ in range(20)]
         client.flush()
-        wait_until(lambda: tracker.terminal(ids) == len(ids), 120, "every task after the kills")
+        wait_until(lambda: tracker.terminal(ids) == len(ids), 120, "every task after the kills",
+                   detail=lambda: unfinished(tracker, ids, scheduler, a, b))
         counts = check_invariants(settings, set(ids))
         assert {tracker.latest[t]["state"] for t in ids} == {"succeeded"}
         print(f"recovery after scheduler restart: {recovery_s:.1f}s; {counts}")
@@ -139,7 +141,8 @@ def test_broker_restart(kafka, settings, scheduler, tmp_path):
         broker.start(timeout=120)
         ids += [client.submit("classification", payload=payload(0.1)) for _ in range(10)]
         client.flush()
-        wait_until(lambda: tracker.terminal(ids) == len(ids), 180, "every task after the broker restart")
+        wait_until(lambda: tracker.terminal(ids) == len(ids), 180, "every task after the broker restart",
+                   detail=lambda: unfinished(tracker, ids, scheduler, w))
         print(f"recovered {time.monotonic() - t0:.1f}s after the broker came back "
               f"({scheduler.restarts} scheduler restart(s) by its watchdog)")
         check_invariants(settings, set(ids))
@@ -187,7 +190,8 @@ def test_one_broker_of_three_killed(tmp_path_factory, tmp_path):
         os.kill(victim.pid() or 0, signal.SIGKILL)      # one broker of three, killed for real
         ids += [client.submit("classification", payload=payload(0.1)) for _ in range(20)]
         client.flush()
-        wait_until(lambda: tracker.terminal(ids) == len(ids), 240, "every task with a broker down")
+        wait_until(lambda: tracker.terminal(ids) == len(ids), 240, "every task with a broker down",
+                   detail=lambda: unfinished(tracker, ids, sched, w))
         check_invariants(settings, set(ids))
     finally:
         if tracker is not None:

@@ -7,7 +7,7 @@ import random
 from collections import Counter
 
 import pytest
-from harness import wait_until
+from harness import unfinished, wait_until
 
 from shunter.connectors.client import ShunterClient, StatusTracker
 from shunter.connectors.worker import ShunterWorker, WorkerSpec, demo_runner
@@ -54,7 +54,7 @@ def test_every_task_reaches_a_terminal_state_with_an_audit_trail(settings, sched
         client.cancel(unplaceable)
         everything = ok + gpu_only + [failing, unplaceable, absurd, dup_a, after_poison]
         wait_until(lambda: tracker.terminal(everything) == len(everything), 60,
-                   "every task to reach a terminal state")
+                   "every task to reach a terminal state", detail=lambda: unfinished(tracker, everything, scheduler))
         final = tracker.snapshot()
         assert {final[t]["state"] for t in ok + gpu_only + [dup_a, after_poison]} == {"succeeded"}
         assert {final[t]["pool"] for t in gpu_only} == {"gpu_small"}
@@ -116,7 +116,8 @@ def test_scheduler_restart_recovers_its_cells_from_the_changelogs(settings, sche
         client.flush()
         scheduler.start()
         everything = first + second
-        wait_until(lambda: tracker.terminal(everything) == len(everything), 60, "every task after the restart")
+        wait_until(lambda: tracker.terminal(everything) == len(everything), 60, "every task after the restart",
+                   detail=lambda: unfinished(tracker, everything, scheduler))
         assert {tracker.latest[t]["state"] for t in everything} == {TaskState.SUCCEEDED}
         audits = [r for kind, r in read_records(settings, TopicNames(settings).audit)]
         done = Counter(r["task_id"] for r in {(r["cell"], r["seq"]): r for r in audits}.values()
