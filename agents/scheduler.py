@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import logging
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import faust
 from faust.exceptions import SameNode
@@ -80,7 +80,7 @@ class Staged:
     outputs: list[Output]
 
 
-def _exit(msg: str, *args: Any) -> None:
+def _exit(msg: str, *args: Any) -> NoReturn:
     """Crash-only: log, then exit 70 at once; a supervisor restarts the scheduler."""
     log.error(msg + "; exiting", *args)
     logging.shutdown()
@@ -539,7 +539,12 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
             msg = event.message
             gap = continuity.gap(msg.topic, msg.partition, msg.offset)
             if gap is not None:
-                lost = await asyncio.to_thread(continuity.lost, msg.topic, msg.partition, *gap)
+                try:
+                    lost = await asyncio.to_thread(continuity.lost, msg.topic, msg.partition, *gap)
+                except Exception:  # noqa: BLE001 - unchecked is unsafe: restart, and check again
+                    log.exception("could not read %s[%d] to check a jump before %d", msg.topic, msg.partition,
+                                  msg.offset)
+                    _exit("the continuity check failed")
                 if lost:
                     # Crash-only (agents/continuity.py): this record is not acknowledged, so the
                     # commit stays before the hole and the restart reads the lost records.
