@@ -17,14 +17,11 @@ without records (a transaction's markers, compaction) are not a loss and pass.
 
 from __future__ import annotations
 
-import logging
 import time
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from shunter.streams.settings import Settings
-
-log = logging.getLogger("shunter.continuity")
 
 
 class Continuity:

@@ -164,9 +164,10 @@ class SchedulerProcess(ChildProcess):
     """The scheduler (``shunter scheduler``); ``start`` returns once it answers /healthz.
 
     Supervised as in a deployment: exit code 70 (crash-only: its watchdog found it wedged, a
-    state write failed, or its consumer skipped input records) means restart it. The watchdog is set to 10 s here (60 by default) so a
-    wedged scheduler (a restarted consumer that sits idle, about one restart in twenty) is
-    replaced well within a scenario's patience; every restart is printed and counted."""
+    state write failed, or its consumer skipped input records) means restart it. The watchdog is
+    set to 10 s here (60 by default) so a wedged scheduler (a restarted consumer that sits idle,
+    about one restart in twenty) is replaced well within a scenario's patience; every restart is
+    printed and counted."""
 
     env = {"SHUNTER_WATCHDOG_S": os.environ.get("SHUNTER_WATCHDOG_S", "10")}
 
@@ -244,10 +245,10 @@ def wait_until(predicate, timeout: float, what: str, poll: float = 0.2, detail=N
 
 
 def unfinished(tracker, ids, *procs) -> str:  # type: ignore[no-untyped-def]
-    """For a timed-out wait on tasks: each task not terminal with its last known status and every
-    record of it on the topics (topic[partition]@offset, kind, state or action), the scheduler
-    group's committed offsets on the task topic, and the log tail of each process (the
-    scheduler's restarts included)."""
+    """For a timed-out wait on tasks: each task not terminal with its last known status and (for
+    the first five) every record of it on the topics (topic[partition]@offset, kind, state or
+    action; or why the topics could not be read), the scheduler group's committed offsets on the
+    task topic, and the log tail of each process (the scheduler's restarts included)."""
     latest = tracker.snapshot()
     missing = [t for t in ids if t not in latest or latest[t]["state"] not in TaskState.TERMINAL]
     trails = _trails(tracker.settings, set(missing[:5]))
@@ -256,6 +257,7 @@ def unfinished(tracker, ids, *procs) -> str:  # type: ignore[no-untyped-def]
         lines.append(f"{t}: {latest[t]['state']} (pool {latest[t].get('pool')!r}, attempts {latest[t].get('attempts')})"
                      if t in latest else f"{t}: no status yet")
         lines += [f"    {where}" for where in trails.get(t, [])]
+    lines += [f"    (not read: {why})" for why in trails.get("?", [])]
     lines.append(f"--- committed offsets of the scheduler group on the task topic: {_committed(tracker.settings)}")
     for proc in procs:
         if isinstance(proc, SchedulerProcess):
@@ -302,6 +304,7 @@ def _trails(settings: Settings, ids: set[str]) -> dict[str, list[str]]:
                     out.setdefault(tid, []).append(f"{msg.topic()}[{msg.partition()}]@{msg.offset()} {kind} {what}")
         except Exception as exc:  # noqa: BLE001 - a diagnostic must not hide the failure it explains
             out.setdefault("?", []).append(f"{topic}: {exc}")
+            break  # a broker that cannot answer for one topic will not for the next
     return out
 
 
