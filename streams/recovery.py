@@ -9,15 +9,17 @@ then thrown away; the consumer has moved past them and never fetches them again.
 committed wrongly at that moment, but the agent acknowledges the records after them, so the
 next commit covers the lost ones for good.
 
-Seen as a task submitted while the scheduler was down that never got a status: about one
-restart in twenty-five with both CPUs kept busy by other processes, rarer otherwise (one CI run
-failed on it) (``tests/integration/test_end_to_end.py::test_scheduler_restart_recovers_its_cells_from_the_changelogs``;
+Seen as a task submitted while the scheduler was down that never got a status (one CI run
+failed on it; about one restart in twenty-five with both CPUs kept busy, this path and the one
+``streams/transport.py`` fixes together) (``tests/integration/test_end_to_end.py::test_scheduler_restart_recovers_its_cells_from_the_changelogs``;
 traced with ``DEVLOG=1`` and DEBUG logs: records 9-13 fetched in one batch, 9-11 handled, 12
 cleared from the queue by the resume, 13 handled).
 
 The fix keeps Faust's steps and reorders them: seek while the stream partitions are still
 paused, resume flow control (the clear finds nothing of theirs), and only then resume the
-stream partitions, so no record reaches a queue before the clear. Selected with the app
+stream partitions, so no record reaches a queue before the clear. Faust's "paused" only
+filters what it takes from aiokafka, which keeps fetching; this order leaves the active set empty
+for longer, so it depends on the empty-set fix in ``streams/transport.py``. Selected with the app
 setting ``TableManager`` (``streams/app.py``).
 """
 
