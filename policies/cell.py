@@ -147,6 +147,22 @@ def validate_completion(c: dict[str, Any]) -> str | None:
     return None
 
 
+class _SlotTimes(dict[str, list[float]]):
+    """Per pool, a heap of predicted seconds until each busy slot of a live worker frees, as of
+    the start of one dispatch pass: the tasks the pass assigns itself (``placed``) are left out,
+    and a hold check pops the slot it reserves. A pool's heap is computed the first time a hold
+    check needs it; most need none (a busy pool slower than the free slot is never waited for)."""
+
+    def __init__(self, cell: "Cell", now_ms: float) -> None:
+        super().__init__()
+        self.cell, self.now_ms = cell, now_ms
+        self.placed: set[str] = set()
+
+    def __missing__(self, pool: str) -> list[float]:
+        heap = self[pool] = self.cell._slot_free_times(pool, self.now_ms, self.placed)
+        return heap
+
+
 class Cell:
     def __init__(self, name: str, policy: PolicyDocument, estimator: RuntimeEstimator,
                  timing: CellTiming = CellTiming(), seed: int = 0,
@@ -183,6 +199,8 @@ class Cell:
         sorted: ties between pools go the same way in every process (a set's order follows the
         string hash seed)."""
         self._pool_names: list[str] = []
+        self._pool_workers: dict[str, list[Worker]] = {}
+        """The workers of ``_worker_order``, per pool."""
         self._runtimes: dict[str, dict[str, float]] = {}
         self.queue = PendingQueue()
         self.set_policy(policy)
@@ -473,12 +491,13 @@ class Cell:
         if not free:
             return
         holds = self.strategy.holds_for_faster_pool
-        reservations: dict[str, list[float]] | None = None
+        # Busy slots' predicted free times, as of the start of this pass, per pool on demand.
+        reservations = _SlotTimes(self, now_ms) if holds else None
         ready_batches: set[str] = set()
         headroom, free_slots = self._headroom(workers)
         spreads: dict[str, float] = {}
         breakers: frozenset[str] | None = None  # until a placement (a half-open breaker's probe) changes them
-        for tid in list(self.queue.in_order(limit=DISPATCH_SCAN)):
+        for tid in self.queue.in_order(limit=DISPATCH_SCAN):
             if not free:
                 return
             rec = self.tasks[tid]
@@ -495,27 +514,20 @@ class Cell:
                     rec.reason = f"waiting: batch '{key}' has {len(self._batches[key])} of {self.policy.batch_max_size} tasks"
                     continue
                 ready_batches.add(key)
+            if breakers is None:
+                breakers = self._open_breakers(now_ms)
+            ctx = None
             eligible = self._eligible.get(tid)
-            if holds and reservations is None:
-                reservations = self._slot_free_times(now_ms)
-            if holds and eligible is not None:
-                assert reservations is not None
+            if eligible is None:
+                ctx = self._context(rec, now_ms, breakers)
+                eligible = self._eligible[tid] = self.framework.eligible_pools(rec.task, workers, ctx, self._worker_keys)
+            if reservations is not None and eligible:
                 waiting = self._hold(rec, eligible, free, reservations, now_ms, spreads)
                 if waiting is not None:
                     rec.reason = "waiting: " + waiting
                     continue
-            if breakers is None:
-                breakers = self._open_breakers(now_ms)
-            decision = self.framework.place(rec.task, workers, self._context(rec, now_ms, breakers), explain=self.explain,
-                                            keys=self._worker_keys, busy_known=bool(eligible))
-            if eligible is None:
-                eligible = self._eligible[tid] = tuple(sorted({c.pool for c in decision.candidates if not c.permanent}))
-                if holds:
-                    assert reservations is not None
-                    waiting = self._hold(rec, eligible, free, reservations, now_ms, spreads)
-                    if waiting is not None:
-                        rec.reason = "waiting: " + waiting
-                        continue
+            decision = self.framework.place(rec.task, workers, ctx or self._context(rec, now_ms, breakers),
+                                            explain=self.explain, keys=self._worker_keys, busy_known=bool(eligible))
             if not decision.placed:
                 if eligible and not decision.candidates:  # no free slot was worth asking (busy_known)
                     rec.reason = "waiting: no free slot in " + ", ".join(eligible)
@@ -525,6 +537,8 @@ class Cell:
             elif self._deadline_feasible(rec, decision, now_ms, fx):
                 self._assign(rec, decision, now_ms, fx)
                 breakers = None
+                if reservations is not None:
+                    reservations.placed.add(tid)
                 if headroom > 0:
                     free_slots -= 1
                 w = self.workers[decision.worker_id or ""]
@@ -559,6 +573,9 @@ class Cell:
             classes: dict[tuple[object, ...], int] = {}
             self._worker_keys = [classes.setdefault(w.static_key(), len(classes)) for w in self._worker_order]
             self._pool_names = sorted({w.pool for w in self._worker_order} | set(self.policy.pools))
+            self._pool_workers = {}
+            for w in self._worker_order:
+                self._pool_workers.setdefault(w.pool, []).append(w)
             self._eligible.clear()
         return self._worker_order
 
@@ -595,34 +612,33 @@ class Cell:
             return self.estimator.predict_pools(task, pools, self.policy)
         return {pool: declared_runtime(task, self.policy.pool(pool)) for pool in pools}
 
-    def _slot_free_times(self, now_ms: float) -> dict[str, list[float]]:
-        """Per pool, a heap of predicted seconds until each busy slot of a live worker frees."""
-        free: dict[str, list[float]] = {}
+    def _slot_free_times(self, pool: str, now_ms: float, skip: set[str]) -> list[float]:
+        """A heap of predicted seconds until each busy slot of ``pool``'s live workers frees,
+        leaving out the tasks in ``skip`` (see ``_SlotTimes``)."""
+        heap: list[float] = []
         tasks = self.tasks
-        for w in self._ordered_workers():
-            if not w.alive or w.state != "active":
+        default_s = None
+        for w in self._pool_workers.get(pool, ()):
+            if not w.running or not w.alive or w.state != "active":
                 continue
-            heap = free.get(w.pool)
-            if heap is None:
-                heap = free[w.pool] = []
-            default_s = None
             for tid in w.running:
+                if tid in skip:
+                    continue
                 rec = tasks[tid]
                 pred = rec.predicted_runtime_s
                 if not pred:
                     if default_s is None:
-                        default_s = self.policy.pool(w.pool).default_runtime_s
+                        default_s = self.policy.pool(pool).default_runtime_s
                     pred = default_s
                 remaining = pred - (now_ms - (rec.assigned_at_ms or now_ms)) / 1000.0
                 # An overrun task is assumed to need a little longer, not to end this instant.
                 floor = 0.1 * pred
                 heap.append(remaining if remaining > floor else floor)
-        for heap in free.values():
-            heapq.heapify(heap)
-        return free
+        heapq.heapify(heap)
+        return heap
 
     def _hold(self, rec: TaskRecord, eligible: tuple[str, ...], free: dict[str, int],
-              reservations: dict[str, list[float]], now_ms: float, spreads: dict[str, float]) -> str | None:
+              reservations: _SlotTimes, now_ms: float, spreads: dict[str, float]) -> str | None:
         """Late binding with foresight: if a busy pool would finish the task sooner than any free
         slot it may use, by the strategy's margin, reserve that pool's next slot for it (for the
         rest of this dispatch pass) and say why; else None (place it now).
@@ -653,7 +669,7 @@ class Cell:
                 # while free slots stay empty).
                 best_chance = max(0.5, 1.0 - (1.0 - now_chance) / 2.0)
                 for p in eligible:
-                    heap = reservations.get(p)
+                    heap = reservations[p]
                     if heap:
                         chance = self._meet_chance(left_s, heap[0], runtimes[p], p, spreads)
                         if chance >= best_chance:
@@ -665,9 +681,12 @@ class Cell:
                     return (f"{best_pool} is {best_chance:.0%} likely to meet the deadline in {left_s:.3g}s, "
                             f"including the wait for a slot; the best free slot {now_chance:.0%}")
         for p in eligible:
-            heap = reservations.get(p)
+            r = runtimes[p]
+            if r >= best_finish:
+                continue  # a busy slot frees after a wait > 0, so it cannot finish sooner: no heap needed
+            heap = reservations[p]
             if heap:
-                finish = heap[0] + runtimes[p]
+                finish = heap[0] + r
                 if finish < best_finish:
                     best_pool, best_finish = p, finish
         if best_pool is None:
@@ -752,9 +771,10 @@ class Cell:
             "model_version": self.estimator.version, "task_type": rec.task.task_type, "payload": rec.task.payload,
             "submitted_at_ms": rec.task.submitted_at_ms, "assigned_at_ms": now_ms,
         })
-        self._audit(fx, "assign" if rec.attempts == 1 else "reassign", rec, now_ms, decision=d,
-                    reason=f"best of {sum(c.feasible for c in d.candidates)} feasible worker(s)",
-                    shadow_choice=shadow_choice)
+        if self.explain:  # (the reason is not formatted for nothing)
+            self._audit(fx, "assign" if rec.attempts == 1 else "reassign", rec, now_ms, decision=d,
+                        reason=f"best of {sum(c.feasible for c in d.candidates)} feasible worker(s)",
+                        shadow_choice=shadow_choice)
 
     def _shadow_choice(self, rec: TaskRecord, now_ms: int) -> str | None:
         """In shadow mode, where the shadow strategy would have put this task (recorded, not done)."""

@@ -218,6 +218,33 @@ class Framework:
             candidates.append(cand)
         return self._decide(task, candidates, best, ctx)
 
+    def eligible_pools(self, task: Task, workers: Sequence[Worker], ctx: PlacementContext,
+                       keys: Sequence[object] | None = None) -> tuple[str, ...]:
+        """The pools, sorted, with a worker whose first rejecting filter (if any) is not permanent:
+        where the task can run now or after a wait. Permanent rejections (resources, governance,
+        cost tolerance) depend on what a worker is, not on its load, so look-alike workers
+        (``keys``, as in ``place``) are asked once."""
+        pools: set[str] = set()
+        seen: set[object] = set()
+        group = not self.per_worker
+        for i, w in enumerate(workers):
+            if w.pool in pools:
+                continue
+            if group:
+                key = keys[i] if keys is not None else w.static_key()
+                if key in seen:
+                    continue
+                seen.add(key)
+            for _, check in self._filter_calls:
+                st = check(task, w, ctx)
+                if not st.ok:
+                    if not st.permanent:
+                        pools.add(w.pool)
+                    break
+            else:
+                pools.add(w.pool)
+        return tuple(sorted(pools))
+
     def _place_by_class(self, task: Task, workers: Sequence[Worker], ctx: PlacementContext,
                         keys: Sequence[object] | None, busy_known: bool) -> Decision:
         """``place`` without explanations: each class of look-alike workers is evaluated once, by

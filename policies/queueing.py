@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from typing import Iterator
 
 
 class PendingQueue:
@@ -35,18 +34,16 @@ class PendingQueue:
     def __len__(self) -> int:
         return len(self._live)
 
-    def in_order(self, limit: int | None = None) -> Iterator[str]:
-        """Task ids, head first (up to ``limit``)."""
+    def in_order(self, limit: int | None = None) -> list[str]:
+        """Task ids, head first (up to ``limit``). The dispatcher asks after every event, mostly
+        with one or two tasks queued, so the small cases take no sort and no generator."""
         self._compact()
-        entries = heapq.nsmallest(limit, self._heap) if limit is not None and limit < len(self._heap) // 4 \
-            else sorted(self._heap)
-        n = 0
-        for _, seq, tid in entries:
-            if self._live.get(tid) == seq:
-                yield tid
-                n += 1
-                if limit is not None and n >= limit:
-                    return
+        heap, live = self._heap, self._live
+        if len(heap) == 1:
+            return [heap[0][2]]  # the head is live after _compact
+        entries = heapq.nsmallest(limit, heap) if limit is not None and limit < len(heap) // 4 else sorted(heap)
+        out = [tid for _, seq, tid in entries if live.get(tid) == seq]
+        return out if limit is None else out[:limit]
 
     def _compact(self) -> None:
         while self._heap and self._live.get(self._heap[0][2]) != self._heap[0][1]:

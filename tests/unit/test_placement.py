@@ -63,6 +63,25 @@ def test_unplaceable_when_all_rejections_are_permanent():
     assert "2 worker(s) fit" in d.why_not()
 
 
+def test_eligible_pools_are_the_pools_a_full_placement_would_not_reject_for_good():
+    """The dispatcher asks ``eligible_pools`` before placing (to hold a task without placing it);
+    it must name exactly the pools of the candidates a full placement rejects only for now."""
+    from shunter.policies.strategies import DEFAULT_FILTERS
+
+    policy = parse_policy("governance: [{tag: pii, pools: [cpu]}]\npools: {cpu: {realtime: false}}")
+    fw = Framework([FILTER_PLUGINS[f]() for f in DEFAULT_FILTERS], [(SCORE_PLUGINS["load"](), 1.0)])
+    workers = [worker("a", "cpu", gpu=0), worker("b", running={"x": 1, "y": 1}), worker("c", "gpu_small"),
+               worker("d", "gpu_large", alive=False), worker("e", "gpu_large", gpu=0)]
+    cases = [task("t1"), task("t2", gpu=1), task("t3", gpu=2), task("t4", tags=("pii",)), task("t5", tags=("pii",), gpu=1)]
+    seen = set()
+    for t in cases:
+        c = ctx(policy, open_breakers=frozenset({"gpu_small"}))
+        full = tuple(sorted({cand.pool for cand in fw.place(t, workers, c).candidates if not cand.permanent}))
+        assert fw.eligible_pools(t, workers, c) == full
+        seen.add(full)
+    assert {(), ("cpu",), ("gpu_large", "gpu_small")} <= seen  # none, some and several pools
+
+
 # ------------------------------------------------------------------------------ contract suite
 TASKS = [task("t1"), task("t2", priority=Priority.CRITICAL, deadline_ms=T0 + 2000, gpu=1),
          task("t3", tags=("pii",), hint=3.0)]
