@@ -11,6 +11,7 @@ streaming ceiling measured in the same run (``shared/BENCHMARKS.md`` section 2).
 3. Latency: submit at half the measured rate for a few seconds; submit-to-assignment latency is
    the assignment's Kafka timestamp minus the submission time.
 4. Ceiling: a no-op Faust agent reads the same N messages and writes one message each.
+5. The run's topics are deleted (kept when it fails, for its logs' sake).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from shunter.connectors.broker import KAFKA_VERSION, LocalBroker, state_dir
 from shunter.connectors.client import ShunterClient, producer
 from shunter.streams.codec import CODEC
 from shunter.streams.settings import Settings
-from shunter.streams.topics import TopicNames, create_topics
+from shunter.streams.topics import TopicNames, create_topics, delete_run_topics
 
 
 STALL_S = 60.0
@@ -233,6 +234,7 @@ def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callabl
 
     say("measuring the ceiling: a no-op Faust agent over the same messages")
     ceiling = run_ceiling(settings, tasks, logdir)
+    say(f"deleted the run's {len(delete_run_topics(settings))} topics (a failed run keeps them, with its logs)")
     return {
         "tasks": tasks, "tasks_per_s": round(rate, 1), "ceiling_per_s": round(ceiling, 1),
         "ratio_to_ceiling": round(rate / ceiling, 3) if ceiling else None,

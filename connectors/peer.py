@@ -36,7 +36,7 @@ from shunter.connectors.client import ShunterClient, pools_total
 from shunter.streams.codec import CODEC
 from shunter.streams.errors import BrokerError
 from shunter.streams.settings import Settings
-from shunter.streams.topics import TopicNames, create_topics
+from shunter.streams.topics import TopicNames, create_topics, delete_run_topics
 
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
 
@@ -222,6 +222,7 @@ def run_shunter(base: Settings, run_dir: Path, tasks: int, flood: int, flood_run
         kept = _critical_start(client, settings, names.assignments, f"{headroom} slot(s) of headroom", say)
     finally:
         _stop(procs)
+    delete_run_topics(settings)  # a throwaway run's topics (kept when it failed, with its logs)
     return {"dispatch_per_s": round(dispatch, 1), "critical_time_to_start_s": round(kept, 4),
             "headroom_slots": headroom, "critical_time_to_start_no_headroom_s": round(plain, 4)}
 

@@ -23,7 +23,7 @@ from shunter.policies.simulation import Run, SimulationResult, cluster_policy_ya
 from shunter.policies.workloads import CLUSTER, WorkItem, at_utilization
 from shunter.streams.reader import read_records
 from shunter.streams.settings import Settings
-from shunter.streams.topics import TopicNames, create_topics
+from shunter.streams.topics import TopicNames, create_topics, delete_run_topics
 
 
 def replay(trace: str, *, limit: int, time_scale: float, strategy: str = "adaptive", utilization: float = 0.85,
@@ -57,6 +57,7 @@ def replay(trace: str, *, limit: int, time_scale: float, strategy: str = "adapti
     finally:
         procs.stop_all()
     result = _result(settings, items, ids, statuses, time_scale, strategy)
+    delete_run_topics(settings)  # a throwaway run's topics (kept when it failed, with its logs)
     row = report(result)
     row["decisions_per_s"] = None  # measured by the simulator; here the broker sets the pace
     return {"workload": "azure-llm", "utilization": utilization, "seed": seed, "tasks": len(items),

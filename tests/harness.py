@@ -116,6 +116,14 @@ def settings(kafka: str) -> Settings:
     return s
 
 
+def topics(kafka: str, *prefixes: str) -> set[str]:
+    """The broker's topics whose names start with one of ``prefixes``."""
+    from confluent_kafka.admin import AdminClient
+
+    names = AdminClient({"bootstrap.servers": kafka}).list_topics(timeout=10).topics
+    return {t for t in names if t.startswith(prefixes)}
+
+
 class ChildProcess:
     """A ``shunter`` command as a real child process with these settings, stopped by PID; each
     start writes its own log (``<name>-<n>.log``)."""

@@ -2,6 +2,7 @@
 (Its numbers are measured by the command, never asserted here.)"""
 
 import pytest
+from harness import topics
 
 from shunter.connectors.bench import run_throughput
 
@@ -10,7 +11,11 @@ pytestmark = pytest.mark.integration
 
 def test_throughput_bench_runs_and_reports_its_contract(kafka, monkeypatch):
     monkeypatch.setenv("SHUNTER_BOOTSTRAP_SERVERS", kafka)
-    doc = run_throughput(150, say=lambda m: None, latency_s=1.0)
+    before = topics(kafka, "bench-", "shunter-bench-")
+    said: list[str] = []
+    doc = run_throughput(150, say=said.append, latency_s=1.0)
+    assert topics(kafka, "bench-", "shunter-bench-") <= before, "the run's topics were left on the broker"
+    assert any(m.startswith("deleted the run's") and not m.startswith("deleted the run's 0 ") for m in said), said
     assert set(doc) == {"tasks", "tasks_per_s", "ceiling_per_s", "ratio_to_ceiling", "latency_ms", "schedulers",
                         "cells", "broker", "cpu_count", "latency_offered_per_s", "latency_split_ms"}
     assert doc["tasks"] == 150 and doc["tasks_per_s"] > 0 and doc["ceiling_per_s"] > 0
@@ -25,7 +30,9 @@ def test_peer_bench_runs_celery_on_rabbitmq_and_shunter_side_by_side(kafka, monk
     from shunter.connectors.peer import run_peer
 
     monkeypatch.setenv("SHUNTER_BOOTSTRAP_SERVERS", kafka)
+    before = topics(kafka, "peer-", "shunter-peer-")
     doc = run_peer(tasks=100, flood=200, flood_runtime_s=0.05, concurrency=2, say=lambda m: None)
+    assert topics(kafka, "peer-", "shunter-peer-") <= before, "the run's topics were left on the broker"
     for system in ("shunter", "celery"):
         assert doc[system]["dispatch_per_s"] > 0 and doc[system]["critical_time_to_start_s"] >= 0
     assert doc["shunter"]["critical_time_to_start_no_headroom_s"] >= 0 and doc["shunter"]["headroom_slots"] == 1

@@ -7,6 +7,7 @@ adds broker and process latency (a few ms per hop, times the time scale) and rea
 from pathlib import Path
 
 import pytest
+from harness import topics
 
 from shunter.connectors.replay import replay
 from shunter.policies.simulation import benchmark, load_workload
@@ -18,7 +19,9 @@ TOLERANCE = 0.25
 
 def test_a_replayed_slice_agrees_with_the_simulator(kafka, monkeypatch):
     monkeypatch.setenv("SHUNTER_BOOTSTRAP_SERVERS", kafka)
+    before = topics(kafka, "replay-", "shunter-replay-")
     real = replay(str(TRACE), limit=120, time_scale=5.0, say=lambda m: None)["strategies"]["adaptive"]
+    assert topics(kafka, "replay-", "shunter-replay-") <= before, "the run's topics were left on the broker"
     items = load_workload("azure-llm", trace=str(TRACE), tasks=120, seed=1)
     sim = benchmark(items, ["adaptive"], workload="azure-llm", utilization=0.85, seed=1)[0]["strategies"]["adaptive"]
     assert real["completed"] == real["tasks"] == 120
