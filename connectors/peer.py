@@ -222,7 +222,7 @@ def run_shunter(base: Settings, run_dir: Path, tasks: int, flood: int, flood_run
         kept = _critical_start(client, settings, names.assignments, f"{headroom} slot(s) of headroom", say)
     finally:
         _stop(procs)
-    delete_run_topics(settings)  # a throwaway run's topics (kept when it failed, with its logs)
+    delete_run_topics(settings, say=say)  # a throwaway run's topics (kept when it failed, with its logs)
     return {"dispatch_per_s": round(dispatch, 1), "critical_time_to_start_s": round(kept, 4),
             "headroom_slots": headroom, "critical_time_to_start_no_headroom_s": round(plain, 4)}
 

@@ -57,7 +57,7 @@ def replay(trace: str, *, limit: int, time_scale: float, strategy: str = "adapti
     finally:
         procs.stop_all()
     result = _result(settings, items, ids, statuses, time_scale, strategy)
-    delete_run_topics(settings)  # a throwaway run's topics (kept when it failed, with its logs)
+    delete_run_topics(settings, say=say)  # a throwaway run's topics (kept when it failed, with its logs)
     row = report(result)
     row["decisions_per_s"] = None  # measured by the simulator; here the broker sets the pace
     return {"workload": "azure-llm", "utilization": utilization, "seed": seed, "tasks": len(items),

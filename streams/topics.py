@@ -7,7 +7,7 @@ scheduler process owns a whole cell (DESIGN.md section 3).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Callable, Final
 
 from shunter.streams.settings import Settings
 
@@ -149,26 +149,37 @@ def worker_partition(worker_id: str, partitions: int) -> int:
     return zlib.crc32(worker_id.encode()) % partitions
 
 
-def delete_run_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
+def delete_run_topics(settings: Settings, timeout: float = 30.0, say: Callable[[str], None] | None = None) -> list[str]:
     """Delete the topics of a throwaway run (a benchmark, a replay): those under its topic prefix
     and its apps' own (table changelogs, Faust's internal topics, all named after the app id).
     Returns the names deleted. Each such run creates about fifty partitions; a broker that keeps
     them all grows without bound (a development broker held 12,117 partitions after seven
     sessions of benchmarks, its heap 320 MB live of 512 and a young collection every 1-2 s
-    against every ~17 s on a fresh one). Never for a deployment's own settings."""
+    against every ~17 s on a fresh one). Never for a deployment's own settings.
+
+    With ``say``, a failure is reported there instead of raised: a run that measured something
+    should not lose its result to its clean-up."""
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient
 
     if not settings.topic_prefix or not settings.app_id:
         raise ValueError("refusing to delete topics without a topic prefix and an app id to match")
-    admin = AdminClient({**settings.kafka_config()})
-    names = sorted(t for t in admin.list_topics(timeout=timeout).topics
-                   if t.startswith(settings.topic_prefix) or t.startswith(f"{settings.app_id}-"))
-    if names:
-        for name, fut in admin.delete_topics(names, operation_timeout=timeout).items():
-            try:
-                fut.result()
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
-                    raise
+    try:
+        admin = AdminClient({**settings.kafka_config()})
+        names = sorted(t for t in admin.list_topics(timeout=timeout).topics
+                       if t.startswith(settings.topic_prefix) or t.startswith(f"{settings.app_id}-"))
+        if names:
+            for name, fut in admin.delete_topics(names, operation_timeout=timeout).items():
+                try:
+                    fut.result()
+                except KafkaException as exc:
+                    if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                        raise
+    except KafkaException as exc:
+        if say is None:
+            raise
+        say(f"could not delete the run's topics ({exc}); `shunter broker wipe` starts the local broker over")
+        return []
+    if say is not None:
+        say(f"deleted the run's {len(names)} topics (a failed run keeps them, with its logs)")
     return names
