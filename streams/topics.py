@@ -169,7 +169,7 @@ def delete_run_topics(settings: Settings, timeout: float = 30.0, say: Callable[[
         names = sorted(t for t in admin.list_topics(timeout=timeout).topics
                        if t.startswith(settings.topic_prefix) or t.startswith(f"{settings.app_id}-"))
         if names:
-            for name, fut in admin.delete_topics(names, operation_timeout=timeout).items():
+            for fut in admin.delete_topics(names, operation_timeout=timeout).values():
                 try:
                     fut.result()
                 except KafkaException as exc:

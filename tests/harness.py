@@ -298,9 +298,9 @@ def _trails(settings: Settings, ids: set[str]) -> dict[str, list[str]]:
 
     names = TopicNames(settings)
     out: dict[str, list[str]] = {}
-    topics = names.task_inputs() + [getattr(names, short) for short in
-                                    ("assignments", "completions", "task_status", "audit", "deadletter")]
-    for topic in topics:
+    to_read = names.task_inputs() + [getattr(names, short) for short in
+                                     ("assignments", "completions", "task_status", "audit", "deadletter")]
+    for topic in to_read:
         try:
             for msg in read_topic(settings, topic, 10):
                 try:
