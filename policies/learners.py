@@ -175,7 +175,7 @@ class RuntimeEstimator:
         x = self.features(task, pool, policy)
         if self.model is None:
             self.model = self.factory()
-        st = self.stats.setdefault(pool, PoolStats())
+        st = self._stats_of(pool)
         y = math.log(runtime_s)
         drifted = False
         if self.samples >= self.warmup:
@@ -199,6 +199,12 @@ class RuntimeEstimator:
         self.samples += 1
         self.version += 1
         return drifted
+
+    def _stats_of(self, pool: str) -> PoolStats:
+        st = self.stats.get(pool)
+        if st is None:  # not setdefault: that builds a PoolStats on every call (hot)
+            st = self.stats[pool] = PoolStats()
+        return st
 
     def spread(self, pool: str) -> float:
         """Standard deviation of log(actual / predicted) on ``pool``: how far to trust a prediction."""
@@ -241,10 +247,10 @@ class RuntimeEstimator:
             rate = self.failure_rates[pool] = self.failure_factory()
         rate.update(1.0 if failed else 0.0)
         if failed:
-            self.stats.setdefault(pool, PoolStats()).failures += 1
+            self._stats_of(pool).failures += 1
 
     def record_regret(self, pool: str, shadow_pool: str, shadow_predicted_s: float, actual_s: float) -> None:
-        st = self.stats.setdefault(pool, PoolStats())
+        st = self._stats_of(pool)
         st.shadow_decisions += 1
         st.shadow_overrides += shadow_pool != pool
         st.regret_s += actual_s - shadow_predicted_s
@@ -266,6 +272,24 @@ class RuntimeEstimator:
         self.failure_rates, self.detectors = state["failure_rates"], state.get("detectors", {})
         self.samples, self.version = state["samples"], state["version"]
         return True
+
+
+class OracleEstimator(RuntimeEstimator):
+    """The perfect predictor: the true runtime of each task on each pool (benchmarks only)."""
+
+    def __init__(self, truth: dict[str, dict[str, float]]) -> None:
+        super().__init__(factory=lambda: None)  # type: ignore[arg-type, return-value]
+        self.truth = truth
+
+    def predict_pools(self, task: Task, pools: Iterable[str], policy: PolicyDocument) -> dict[str, float]:
+        truth = self.truth[task.task_id]
+        return {pool: truth[pool] for pool in pools}
+
+    def learn(self, task: Task, pool: str, runtime_s: float, policy: PolicyDocument) -> bool:
+        return False
+
+    def spread(self, pool: str) -> float:
+        return 0.0
 
 
 class ArrivalForecast:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
+from typing import Any, Final
 
 
 class Priority(IntEnum):
@@ -33,14 +33,14 @@ class Priority(IntEnum):
 
 
 class TaskState:
-    PENDING = "pending"
-    ASSIGNED = "assigned"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    REJECTED = "rejected"
-    DEADLETTERED = "deadlettered"
-    TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED, REJECTED, DEADLETTERED})
+    PENDING: Final = "pending"
+    ASSIGNED: Final = "assigned"
+    SUCCEEDED: Final = "succeeded"
+    FAILED: Final = "failed"
+    CANCELLED: Final = "cancelled"
+    REJECTED: Final = "rejected"
+    DEADLETTERED: Final = "deadlettered"
+    TERMINAL: Final = frozenset({SUCCEEDED, FAILED, CANCELLED, REJECTED, DEADLETTERED})
 
 
 @dataclass(frozen=True)

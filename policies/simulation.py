@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from shunter.policies.cell import Cell, CellTiming
 from shunter.policies.document import PolicyDocument, parse_policy
-from shunter.policies.learners import RuntimeEstimator
+from shunter.policies.learners import OracleEstimator, RuntimeEstimator
 from shunter.policies.model import Priority, Task
 from shunter.policies.strategies import STRATEGIES
 from shunter.policies.workloads import CLUSTER, PoolModel, WorkItem
@@ -39,24 +39,6 @@ def cluster_policy_yaml(cluster: Sequence[PoolModel], strategy: str, time_scale:
 
 def cluster_policy(cluster: Sequence[PoolModel], strategy: str) -> PolicyDocument:
     return parse_policy(cluster_policy_yaml(cluster, strategy))
-
-
-class OracleEstimator(RuntimeEstimator):
-    """The perfect predictor: the true runtime of each task on each pool (benchmarks only)."""
-
-    def __init__(self, truth: dict[str, dict[str, float]]) -> None:
-        super().__init__(factory=lambda: None)  # type: ignore[arg-type, return-value]
-        self.truth = truth
-
-    def predict_pools(self, task: Task, pools: Iterable[str], policy: PolicyDocument) -> dict[str, float]:
-        truth = self.truth[task.task_id]
-        return {pool: truth[pool] for pool in pools}
-
-    def learn(self, task: Task, pool: str, runtime_s: float, policy: PolicyDocument) -> bool:
-        return False
-
-    def spread(self, pool: str) -> float:
-        return 0.0
 
 
 @dataclass
@@ -105,7 +87,7 @@ def simulate(items: Sequence[WorkItem], strategy: str, seed: int,
         for i in range(p.workers):
             cell.heartbeat({"worker_id": f"{p.name}-{i}", "pool": p.name, "cell": "sim", "slots": p.slots,
                             "resources": {"cpu": 4.0, "gpu": p.gpu, "gpu_memory_gb": p.gpu_memory_gb},
-                            "state": "active"}, 0.0)  # type: ignore[arg-type]
+                            "state": "active"}, 0)  # type: ignore[arg-type]
 
     events: list[tuple[float, int, int, str, str, int]] = []  # (t, order, seq, kind, task/worker, epoch)
     seq = 0
@@ -136,19 +118,19 @@ def simulate(items: Sequence[WorkItem], strategy: str, seed: int,
     ticks_at: set[float] = set()
     while events:
         now, _, _, kind, tid, epoch = heapq.heappop(events)
-        t_ms = now * 1000.0
+        t_ms = round(now * 1000.0)  # the scheduler's clock: whole milliseconds
         # Only the cell's own calls are timed (decisions_per_s): not the simulated world around them.
         if kind == "tick":
             ticks_at.discard(now)
             t0 = time.perf_counter()
-            fx = cell.tick(t_ms)  # type: ignore[arg-type]
+            fx = cell.tick(t_ms)
             decide_wall += time.perf_counter() - t0
             start(fx.assignments, now)
             continue
         r = runs[tid]
         if kind == "arrive":
             t0 = time.perf_counter()
-            fx = cell.submit(r.task, t_ms)  # type: ignore[arg-type]
+            fx = cell.submit(r.task, t_ms)
             decide_wall += time.perf_counter() - t0
         else:
             r.finish_s = now
@@ -156,7 +138,7 @@ def simulate(items: Sequence[WorkItem], strategy: str, seed: int,
             done_msg = {"task_id": tid, "worker_id": cell.tasks[tid].worker_id, "epoch": epoch,
                         "status": "succeeded", "runtime_s": now - (r.start_s or now)}
             t0 = time.perf_counter()
-            fx = cell.complete(done_msg, t_ms)  # type: ignore[arg-type]
+            fx = cell.complete(done_msg, t_ms)
             cell.forget(tid)
             decide_wall += time.perf_counter() - t0
             if progress is not None and done % 2000 == 0:

@@ -1,6 +1,6 @@
 """The placement framework and its plugins: table-driven fits, explanations, the contract suite."""
 
-import copy
+from dataclasses import asdict
 import pickle
 import random
 
@@ -94,12 +94,12 @@ def test_score_plugin_contract(name):
     plugin = SCORE_PLUGINS[name]()
     for t in TASKS:
         for w in WORKERS:
-            t_before, w_before = copy.deepcopy(t), copy.deepcopy(w)
+            t_before, w_before = asdict(t), asdict(w)  # deep snapshots (copy.deepcopy cannot rebuild a compiled frozen dataclass)
             first = plugin.score(t, w, ctx(POLICY, recent_batch_keys={"w1": "b"}))
             again = plugin.score(t, w, ctx(POLICY, recent_batch_keys={"w1": "b"}))
             assert 0.0 <= first <= 1.0, f"{name} scored {first} outside [0, 1]"
             assert first == again, f"{name} is not deterministic for the same context"
-            assert t == t_before and w == w_before, f"{name} mutated its inputs"
+            assert asdict(t) == t_before and asdict(w) == w_before, f"{name} mutated its inputs"
     assert pickle.loads(pickle.dumps(plugin)).name == plugin.name
 
 
@@ -108,11 +108,11 @@ def test_filter_plugin_contract(name):
     plugin = FILTER_PLUGINS[name]()
     for t in TASKS:
         for w in WORKERS:
-            t_before, w_before = copy.deepcopy(t), copy.deepcopy(w)
+            t_before, w_before = asdict(t), asdict(w)
             a, b = plugin.filter(t, w, ctx(POLICY)), plugin.filter(t, w, ctx(POLICY))
             assert a == b
             assert a.ok or a.reason, f"{name} rejected without a reason"
-            assert t == t_before and w == w_before
+            assert asdict(t) == t_before and asdict(w) == w_before
     assert pickle.loads(pickle.dumps(plugin)).name == plugin.name
 
 
