@@ -468,6 +468,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(f"shunter: {exc}", file=sys.stderr)
         return 2
     progress = None if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
+    _quiet_collector()  # the policy code is timed under the scheduler's collector settings
     doc, results = benchmark(items, strategies, workload=args.workload, utilization=args.utilization,
                              seed=args.seed, progress=progress, keep_runs=bool(args.report))
     if args.report:
@@ -490,6 +491,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     if not seeds:
         print("shunter: --seeds needs at least one seed", file=sys.stderr)
         return 2
+    _quiet_collector()  # as ``simulate``
     try:
         report = robustness.run(args.trace, args.utilization, seeds, halves=not args.no_halves, rows=args.tasks,
                                 progress=None if args.json else (lambda m: print(m, file=sys.stderr, flush=True)))

@@ -38,24 +38,29 @@ _HELD = "held for a busy pool (explanations off)"
 dispatch pass cost more than the decision itself."""
 
 
-@dataclass
 class Effects:
-    assignments: list[dict[str, Any]] = field(default_factory=list)
-    statuses: list[dict[str, Any]] = field(default_factory=list)
-    audits: list[dict[str, Any]] = field(default_factory=list)
-    deadletters: list[tuple[str | None, str]] = field(default_factory=list)
-    """(task id, reason) of inputs refused; the agent adds the original bytes."""
-    tasks: set[str] = field(default_factory=set)
-    workers: set[str] = field(default_factory=set)
-    scaling: list[dict[str, Any]] = field(default_factory=list)
-    """ScaleRecommendation records: a pool's recommended size changed."""
-    drifted: list[str] = field(default_factory=list)
-    breakers: list[tuple[str, str]] = field(default_factory=list)
-    """(pool, new state) of circuit breakers that changed."""
-    """Pools whose runtime model saw drift and was reset."""
-    wake_at_ms: float | None = None
-    """The earliest time a timer-driven decision is due (batch window, retry backoff): a driver
-    without a periodic tick (the simulator) calls ``tick`` then."""
+    """What one call of the cell asks its driver to do: records to emit, timers to set.
+
+    A plain class, not a dataclass: every submit and completion builds one, and the compiled
+    cell builds a plain class in a third of the time (measured: 0.14 against 0.39 us)."""
+
+    def __init__(self) -> None:
+        self.assignments: list[dict[str, Any]] = []
+        self.statuses: list[dict[str, Any]] = []
+        self.audits: list[dict[str, Any]] = []
+        self.deadletters: list[tuple[str | None, str]] = []
+        """(task id, reason) of inputs refused; the agent adds the original bytes."""
+        self.tasks: set[str] = set()
+        self.workers: set[str] = set()
+        self.scaling: list[dict[str, Any]] = []
+        """ScaleRecommendation records: a pool's recommended size changed."""
+        self.drifted: list[str] = []
+        """Pools whose runtime model saw drift and was reset."""
+        self.breakers: list[tuple[str, str]] = []
+        """(pool, new state) of circuit breakers that changed."""
+        self.wake_at_ms: float | None = None
+        """The earliest time a timer-driven decision is due (batch window, retry backoff): a
+        driver without a periodic tick (the simulator) calls ``tick`` then."""
 
     def wake(self, at_ms: float) -> None:
         if self.wake_at_ms is None or at_ms < self.wake_at_ms:
@@ -88,13 +93,18 @@ def _within(x: float | None, low: float, high: float) -> bool:
 
 def validate_task(task: Task, now_ms: int) -> str | None:
     """Why a schema-valid submission is still absurd, or None. Such tasks are dead-lettered."""
-    for name, value, most in (("task_id", task.task_id, 256), ("tenant", task.tenant, 128),
-                              ("task_type", task.task_type, 128), ("cell", task.cell, 128)):
-        if not value or len(value) > most:
-            return f"{name} must be 1 to {most} characters"
-    for name, text in (("idempotency_key", task.idempotency_key), ("batch_key", task.batch_key)):
-        if text is not None and len(text) > 256:
-            return f"{name} must be at most 256 characters"
+    if not 0 < len(task.task_id) <= 256:
+        return "task_id must be 1 to 256 characters"
+    if not 0 < len(task.tenant) <= 128:
+        return "tenant must be 1 to 128 characters"
+    if not 0 < len(task.task_type) <= 128:
+        return "task_type must be 1 to 128 characters"
+    if not 0 < len(task.cell) <= 128:
+        return "cell must be 1 to 128 characters"
+    if task.idempotency_key is not None and len(task.idempotency_key) > 256:
+        return "idempotency_key must be at most 256 characters"
+    if task.batch_key is not None and len(task.batch_key) > 256:
+        return "batch_key must be at most 256 characters"
     if task.deadline_ms is not None:
         if task.deadline_ms <= task.submitted_at_ms:
             return "deadline is not after the submission time"
@@ -147,19 +157,21 @@ def validate_completion(c: dict[str, Any]) -> str | None:
     return None
 
 
-class _SlotTimes(dict[str, list[float]]):
+class _SlotTimes:
     """Per pool, a heap of predicted seconds until each busy slot of a live worker frees, as of
     the start of one dispatch pass: the tasks the pass assigns itself (``placed``) are left out,
     and a hold check pops the slot it reserves. A pool's heap is computed the first time a hold
     check needs it; most need none (a busy pool slower than the free slot is never waited for)."""
 
-    def __init__(self, cell: "Cell", now_ms: float) -> None:
-        super().__init__()
+    def __init__(self, cell: "Cell", now_ms: float, placed: set[str]) -> None:
         self.cell, self.now_ms = cell, now_ms
-        self.placed: set[str] = set()
+        self.placed = placed
+        self.heaps: dict[str, list[float]] = {}
 
-    def __missing__(self, pool: str) -> list[float]:
-        heap = self[pool] = self.cell._slot_free_times(pool, self.now_ms, self.placed)
+    def of(self, pool: str) -> list[float]:
+        heap = self.heaps.get(pool)
+        if heap is None:
+            heap = self.heaps[pool] = self.cell._slot_free_times(pool, self.now_ms, self.placed)
         return heap
 
 
@@ -491,12 +503,17 @@ class Cell:
         if not free:
             return
         holds = self.strategy.holds_for_faster_pool
-        # Busy slots' predicted free times, as of the start of this pass, per pool on demand.
-        reservations = _SlotTimes(self, now_ms) if holds else None
+        # Busy slots' predicted free times, as of the start of this pass, per pool on demand;
+        # built at the first hold check (most passes have none), leaving out the tasks placed.
+        reservations: _SlotTimes | None = None
+        placed: set[str] = set()
         ready_batches: set[str] = set()
         headroom, free_slots = self._headroom(workers)
         spreads: dict[str, float] = {}
         breakers: frozenset[str] | None = None  # until a placement (a half-open breaker's probe) changes them
+        # With every breaker closed no placement changes them: keep the set (and ctx) for the pass.
+        settled = all(b.state == CLOSED for b in self.breakers.values())
+        ctx: PlacementContext | None = None  # one per pass (and breaker change), pointed at each task
         for tid in self.queue.in_order(limit=DISPATCH_SCAN):
             if not free:
                 return
@@ -516,18 +533,22 @@ class Cell:
                 ready_batches.add(key)
             if breakers is None:
                 breakers = self._open_breakers(now_ms)
-            ctx = None
+                ctx = self._context(rec, now_ms, breakers)
+            else:
+                assert ctx is not None
+                ctx.runtimes, ctx.rr_position = self._runtimes_of(rec), self.rr_position
             eligible = self._eligible.get(tid)
             if eligible is None:
-                ctx = self._context(rec, now_ms, breakers)
                 eligible = self._eligible[tid] = self.framework.eligible_pools(rec.task, workers, ctx, self._worker_keys)
-            if reservations is not None and eligible:
+            if holds and eligible:
+                if reservations is None:
+                    reservations = _SlotTimes(self, now_ms, placed)
                 waiting = self._hold(rec, eligible, free, reservations, now_ms, spreads)
                 if waiting is not None:
                     rec.reason = "waiting: " + waiting
                     continue
-            decision = self.framework.place(rec.task, workers, ctx or self._context(rec, now_ms, breakers),
-                                            explain=self.explain, keys=self._worker_keys, busy_known=bool(eligible))
+            decision = self.framework.place(rec.task, workers, ctx, explain=self.explain, keys=self._worker_keys,
+                                            busy_known=bool(eligible))
             if not decision.placed:
                 if eligible and not decision.candidates:  # no free slot was worth asking (busy_known)
                     rec.reason = "waiting: no free slot in " + ", ".join(eligible)
@@ -536,9 +557,10 @@ class Cell:
                     rec.reason = ("unplaceable: " if never else "waiting: ") + decision.why_not()
             elif self._deadline_feasible(rec, decision, now_ms, fx):
                 self._assign(rec, decision, now_ms, fx)
-                breakers = None
-                if reservations is not None:
-                    reservations.placed.add(tid)
+                if not settled:
+                    breakers = None
+                if holds:
+                    placed.add(tid)
                 if headroom > 0:
                     free_slots -= 1
                 w = self.workers[decision.worker_id or ""]
@@ -669,13 +691,13 @@ class Cell:
                 # while free slots stay empty).
                 best_chance = max(0.5, 1.0 - (1.0 - now_chance) / 2.0)
                 for p in eligible:
-                    heap = reservations[p]
+                    heap = reservations.of(p)
                     if heap:
                         chance = self._meet_chance(left_s, heap[0], runtimes[p], p, spreads)
                         if chance >= best_chance:
                             best_pool, best_chance = p, chance
                 if best_pool is not None:
-                    heapq.heappop(reservations[best_pool])
+                    heapq.heappop(reservations.of(best_pool))
                     if not self.explain:
                         return _HELD
                     return (f"{best_pool} is {best_chance:.0%} likely to meet the deadline in {left_s:.3g}s, "
@@ -684,14 +706,14 @@ class Cell:
             r = runtimes[p]
             if r >= best_finish:
                 continue  # a busy slot frees after a wait > 0, so it cannot finish sooner: no heap needed
-            heap = reservations[p]
+            heap = reservations.of(p)
             if heap:
                 finish = heap[0] + r
                 if finish < best_finish:
                     best_pool, best_finish = p, finish
         if best_pool is None:
             return None
-        heapq.heappop(reservations[best_pool])
+        heapq.heappop(reservations.of(best_pool))
         if not self.explain:
             return _HELD
         return (f"{best_pool} is predicted to finish it in {best_finish:.3g}s including the wait for a slot; "

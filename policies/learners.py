@@ -17,7 +17,7 @@ from shunter.policies.document import PolicyDocument, PoolSpec
 from shunter.policies.model import Task
 
 
-SNAPSHOT_FORMAT = 5
+SNAPSHOT_FORMAT = 6
 """Bump when the snapshot's content changes shape; older snapshots are then ignored."""
 
 
@@ -49,6 +49,11 @@ class Learner(Protocol):
     ``__init__`` so a learner pickles and clones."""
 
     def predict_one(self, x: dict[str, float]) -> float: ...
+
+    def predict_variants(self, shared: dict[str, float], variants: list[dict[str, float]]) -> list[float]:
+        """``predict_one({**shared, **v})`` for each of ``variants`` (keys disjoint from
+        ``shared``'s): one task priced on several pools, its own features prepared once."""
+        ...
 
     def learn_one(self, x: dict[str, float], y: float) -> None: ...
 
@@ -144,10 +149,17 @@ class RuntimeEstimator:
     def _on_pool(shared: dict[str, float], task: Task, pool: str, policy: PolicyDocument) -> dict[str, float]:
         """The task's features (``shared``, not mutated) with the pool's terms added."""
         x = dict(shared)
-        x[f"pool={pool}"] = 1.0
-        x["log_speed"] = math.log(policy.pool(pool).speed)
+        x.update(RuntimeEstimator._pool_terms(shared, task, pool, policy))
+        return x
+
+    @staticmethod
+    def _pool_terms(shared: dict[str, float], task: Task, pool: str, policy: PolicyDocument) -> dict[str, float]:
+        """The features that make a prediction pool-specific: the pool (one-hot), its declared
+        speed, and each size feature crossed with it."""
+        x = {f"pool={pool}": 1.0, "log_speed": math.log(policy.pool(pool).speed)}
         for name in task.size_features:
-            x[f"log_{name}@{pool}"] = x[f"log_{name}"]
+            key = f"log_{name}"
+            x[f"{key}@{pool}"] = shared[key]
         return x
 
     def predict(self, task: Task, pool: str, policy: PolicyDocument) -> float:
@@ -157,9 +169,10 @@ class RuntimeEstimator:
         """``predict`` on each of ``pools`` (the task's features are built once for all of them)."""
         if self.model is not None and self.samples >= self.warmup:
             shared = task_features(task)
+            names = list(pools)
+            ys = self.model.predict_variants(shared, [self._pool_terms(shared, task, p, policy) for p in names])
             out: dict[str, float] = {}
-            for pool in pools:
-                y = self.model.predict_one(self._on_pool(shared, task, pool, policy))
+            for pool, y in zip(names, ys):
                 st = self.stats.get(pool)
                 if st is not None:
                     y += st.log_bias

@@ -29,7 +29,12 @@ class Priority(IntEnum):
 
     @property
     def label(self) -> str:
-        return self.name.lower()
+        return _LABELS[self]
+
+
+_LABELS: Final = tuple(p.name.lower() for p in sorted(Priority))
+"""Every status carries its task's class by name: indexed by value (0, 1, ...), not
+``Enum.name`` (a property) nor a dict (an enum member hashes in Python)."""
 
 
 class TaskState:
