@@ -77,7 +77,7 @@ benchmarks: install compile
 	$(VENV)/bin/shunter simulate --workload seed-mix --tasks 20000 --utilization 0.9 --seed 3 --report docs/benchmarks
 
 # The quality benchmark on variants of the shared trace (seeds 1-5 and each half at 0.85, seeds 1-5
-# at 0.9): docs/benchmarks/robustness-u0.85.md and robustness-u0.9.md. About 12 minutes.
+# at 0.9): docs/benchmarks/robustness-u0.85.md and robustness-u0.9.md. About 2 minutes compiled.
 robustness: install compile
 	$(VENV)/bin/shunter robustness --trace $(TRACE) --utilization 0.85 --seeds 1,2,3,4,5 --out docs/benchmarks
 	$(VENV)/bin/shunter robustness --trace $(TRACE) --utilization 0.9 --seeds 1,2,3,4,5 --no-halves --out docs/benchmarks
