@@ -19,9 +19,9 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from shunter.connectors.client import produce
@@ -63,6 +63,30 @@ class WorkerSpec:
     region: str = "local"
 
 
+T = TypeVar("T")
+
+
+def _retrying(call: Callable[[], T], attempts: int = 10) -> T:
+    """``call()``, again after half a second while it fails with a retriable Kafka error (a broker
+    that is starting or moving a partition's leadership answers NOT_LEADER or COORDINATOR_LOAD
+    for a few seconds; seen: a demo worker exiting on one at start)."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except KafkaException as exc:
+            err = exc.args[0]
+            if attempt == attempts - 1 or not (err.retriable() or err.code() in _TRANSIENT):
+                raise
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
+_TRANSIENT = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                        KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.NOT_COORDINATOR,
+                        KafkaError._TIMED_OUT, KafkaError._TRANSPORT})
+"""Errors librdkafka may not flag retriable on these calls that pass by themselves."""
+
+
 class ShunterWorker:
     def __init__(self, settings: Settings, spec: WorkerSpec, run: TaskRunner,
                  producer: Producer | None = None) -> None:
@@ -92,7 +116,7 @@ class ShunterWorker:
         if committed.offset < 0:
             # A new worker: start at the partition's end *before* announcing ourselves, so no
             # assignment made after our first heartbeat can be missed.
-            tp.offset = self._consumer.get_watermark_offsets(tp, timeout=15)[1]
+            tp.offset = _retrying(lambda: self._consumer.get_watermark_offsets(tp, timeout=15))[1]
         else:
             tp.offset = committed.offset
         self._consumer.assign([tp])
@@ -103,15 +127,8 @@ class ShunterWorker:
             self._threads.append(t)
         return self
 
-    def _committed(self, tp: TopicPartition, attempts: int = 10) -> TopicPartition:
-        for attempt in range(attempts):
-            try:
-                return self._consumer.committed([tp], timeout=10)[0]
-            except KafkaException as exc:
-                if attempt == attempts - 1 or not exc.args[0].retriable():
-                    raise
-                time.sleep(0.5)
-        raise AssertionError("unreachable")
+    def _committed(self, tp: TopicPartition) -> TopicPartition:
+        return _retrying(lambda: self._consumer.committed([tp], timeout=10)[0])
 
     def stop(self, drain: bool = True, timeout: float = 60.0) -> None:
         """Stop taking work; with ``drain`` finish running tasks first, else abandon them
