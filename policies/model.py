@@ -108,28 +108,54 @@ class Task:
         }
 
 
-@dataclass
+@dataclass(init=False)
 class TaskRecord:
-    """The scheduler's view of one task through its life. Persisted in the scheduler's tasks table."""
+    """The scheduler's view of one task through its life. Persisted in the scheduler's tasks table.
+
+    A dataclass for its repr, equality and fields, with an ``__init__`` of its own: the cell builds
+    one per submission, and the compiled policy code runs a hand-written ``__init__``, where the
+    one ``dataclasses`` generates stays Python (measured: 0.59 against 0.30 us a record, call
+    included)."""
 
     task: Task
-    state: str = TaskState.PENDING
-    worker_id: str | None = None
-    pool: str | None = None
-    epoch: int = 0
-    attempts: int = 0
-    reason: str | None = None
-    runtime_s: float | None = None
-    predicted_runtime_s: float | None = None
-    assigned_at_ms: int | None = None
-    lease_expires_at_ms: int | None = None
-    not_before_ms: int = 0
-    updated_at_ms: int = 0
-    finished_at_ms: int | None = None
-    deadline_flagged: bool = False
-    held_for_review: bool = False
-    shadow_pool: str | None = None
-    shadow_predicted_s: float | None = None
+    state: str
+    worker_id: str | None
+    pool: str | None
+    epoch: int
+    attempts: int
+    reason: str | None
+    runtime_s: float | None
+    predicted_runtime_s: float | None
+    assigned_at_ms: int | None
+    lease_expires_at_ms: int | None
+    not_before_ms: int
+    updated_at_ms: int
+    finished_at_ms: int | None
+    deadline_flagged: bool
+    held_for_review: bool
+    shadow_pool: str | None
+    shadow_predicted_s: float | None
+
+    def __init__(self, task: Task, updated_at_ms: int = 0) -> None:
+        """A new pending record; ``from_dict`` restores the other fields of a persisted one."""
+        self.task = task
+        self.state = TaskState.PENDING
+        self.worker_id = None
+        self.pool = None
+        self.epoch = 0
+        self.attempts = 0
+        self.reason = None
+        self.runtime_s = None
+        self.predicted_runtime_s = None
+        self.assigned_at_ms = None
+        self.lease_expires_at_ms = None
+        self.not_before_ms = 0
+        self.updated_at_ms = updated_at_ms
+        self.finished_at_ms = None
+        self.deadline_flagged = False
+        self.held_for_review = False
+        self.shadow_pool = None
+        self.shadow_predicted_s = None
 
     @property
     def terminal(self) -> bool:
@@ -159,16 +185,16 @@ class TaskRecord:
     def from_dict(cls, d: dict[str, Any]) -> "TaskRecord":
         task_rec = dict(d["task"])
         task_rec["payload"] = str(task_rec.get("payload", "")).encode("latin-1")
-        return cls(
-            task=Task.from_record(task_rec), state=d["state"], worker_id=d.get("worker_id"), pool=d.get("pool"),
-            epoch=int(d.get("epoch", 0)), attempts=int(d.get("attempts", 0)), reason=d.get("reason"),
-            runtime_s=d.get("runtime_s"), predicted_runtime_s=d.get("predicted_runtime_s"),
-            assigned_at_ms=d.get("assigned_at_ms"), lease_expires_at_ms=d.get("lease_expires_at_ms"),
-            not_before_ms=int(d.get("not_before_ms", 0)), updated_at_ms=int(d.get("updated_at_ms", 0)),
-            finished_at_ms=d.get("finished_at_ms"), deadline_flagged=bool(d.get("deadline_flagged", False)),
-            held_for_review=bool(d.get("held_for_review", False)), shadow_pool=d.get("shadow_pool"),
-            shadow_predicted_s=d.get("shadow_predicted_s"),
-        )
+        rec = cls(Task.from_record(task_rec), int(d.get("updated_at_ms", 0)))
+        rec.state, rec.worker_id, rec.pool = d["state"], d.get("worker_id"), d.get("pool")
+        rec.epoch, rec.attempts = int(d.get("epoch", 0)), int(d.get("attempts", 0))
+        rec.reason, rec.runtime_s, rec.predicted_runtime_s = d.get("reason"), d.get("runtime_s"), d.get("predicted_runtime_s")
+        rec.assigned_at_ms, rec.lease_expires_at_ms = d.get("assigned_at_ms"), d.get("lease_expires_at_ms")
+        rec.not_before_ms, rec.finished_at_ms = int(d.get("not_before_ms", 0)), d.get("finished_at_ms")
+        rec.deadline_flagged = bool(d.get("deadline_flagged", False))
+        rec.held_for_review = bool(d.get("held_for_review", False))
+        rec.shadow_pool, rec.shadow_predicted_s = d.get("shadow_pool"), d.get("shadow_predicted_s")
+        return rec
 
 
 @dataclass
