@@ -1,7 +1,8 @@
 """Compile the scheduler's hot policy modules with mypyc (part of mypy): ``make compile``.
 
 The policy code is plain, type-checked Python; mypyc turns the modules below into C extensions
-that run the same code about twice as fast (docs/benchmarks/quality.md, "Compiled policy code").
+that run the same code about twice as fast (docs/benchmarks/quality.md, "Session 8: compiled
+policy code"; docs/decisions.md).
 Nothing else changes: the ``.py`` files stay the source of truth, and
 ``shunter/policies/__init__.py`` runs them from source whenever a compiled module is missing,
 older than its source, or ``SHUNTER_PURE_PYTHON=1`` is set.
@@ -22,7 +23,6 @@ import os
 import shutil
 import subprocess
 import sys
-
 import warnings
 
 with warnings.catch_warnings():  # "running from source": the reason to be here
