@@ -514,7 +514,7 @@ class Cell:
         # With every breaker closed no placement changes them: keep the set (and ctx) for the pass.
         settled = all(b.state == CLOSED for b in self.breakers.values())
         ctx: PlacementContext | None = None  # one per pass (and breaker change), pointed at each task
-        for tid in self.queue.in_order(limit=DISPATCH_SCAN):
+        for tid in self.queue.walk(DISPATCH_SCAN):
             if not free:
                 return
             rec = self.tasks[tid]

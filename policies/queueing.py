@@ -12,6 +12,12 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from typing import Iterator
+
+
+WALK_FROM = 256
+"""Queue length from which ``walk`` walks the heap instead of sorting it (measured in the
+simulator: sorted is faster at the lengths of utilization 0.85, the walk at those of 0.95)."""
 
 
 class PendingQueue:
@@ -35,15 +41,49 @@ class PendingQueue:
         return len(self._live)
 
     def in_order(self, limit: int | None = None) -> list[str]:
-        """Task ids, head first (up to ``limit``). The dispatcher asks after every event, mostly
-        with one or two tasks queued, so the small cases take no sort and no generator."""
+        """Task ids, head first (up to ``limit``)."""
         self._compact()
         heap, live = self._heap, self._live
-        if len(heap) == 1:
-            return [heap[0][2]]  # the head is live after _compact
-        entries = heapq.nsmallest(limit, heap) if limit is not None and limit < len(heap) // 4 else sorted(heap)
-        out = [tid for _, seq, tid in entries if live.get(tid) == seq]
-        return out if limit is None else out[:limit]
+        if limit is None or len(heap) <= limit:
+            return [tid for _, seq, tid in sorted(heap) if live.get(tid) == seq][:limit]
+        return list(self.walk(limit))
+
+    def walk(self, limit: int) -> Iterator[str]:
+        """Up to ``limit`` task ids, head first, one at a time: the dispatcher stops at the first
+        pass that finds no free slot left, usually after a few, so a long queue is neither sorted
+        nor listed (sorting it after every event was a fifth of the cell's time at utilization
+        0.95 in the simulator). A short queue is sorted: in C, that beats walking in steps.
+
+        Liveness is read as the walk reaches an entry; the caller may requeue the task it was just
+        given (a new entry, not in the snapshot walked), which changes no entry still ahead."""
+        self._compact()
+        heap, live = self._heap, self._live
+        if len(heap) <= WALK_FROM:
+            if len(heap) == 1:
+                return iter([heap[0][2]])  # the head is live after _compact
+            return iter([tid for _, seq, tid in sorted(heap) if live.get(tid) == seq][:limit])
+        return self._walk_heap(list(heap), limit)
+
+    def _walk_heap(self, heap: list[tuple[float, int, str]], limit: int) -> Iterator[str]:
+        """A walk down a snapshot of the heap that always expands the smallest entry seen (its
+        children are the only candidates for the next one): about ``limit`` steps, not a sort."""
+        live = self._live
+        n = len(heap)
+        frontier: list[tuple[float, int, int]] = [(heap[0][0], heap[0][1], 0)]
+        found = 0
+        while frontier and found < limit:
+            _, seq, i = heapq.heappop(frontier)
+            tid = heap[i][2]
+            if live.get(tid) == seq:
+                found += 1
+                yield tid
+            child = 2 * i + 1
+            if child < n:
+                c = heap[child]
+                heapq.heappush(frontier, (c[0], c[1], child))
+                if child + 1 < n:
+                    c = heap[child + 1]
+                    heapq.heappush(frontier, (c[0], c[1], child + 1))
 
     def _compact(self) -> None:
         while self._heap and self._live.get(self._heap[0][2]) != self._heap[0][1]:
