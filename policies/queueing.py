@@ -42,11 +42,10 @@ class PendingQueue:
 
     def in_order(self, limit: int | None = None) -> list[str]:
         """Task ids, head first (up to ``limit``)."""
+        if limit is not None:
+            return list(self.walk(limit))
         self._compact()
-        heap, live = self._heap, self._live
-        if limit is None or len(heap) <= limit:
-            return [tid for _, seq, tid in sorted(heap) if live.get(tid) == seq][:limit]
-        return list(self.walk(limit))
+        return self._sorted_live()
 
     def walk(self, limit: int) -> Iterator[str]:
         """Up to ``limit`` task ids, head first, one at a time: the dispatcher stops at the first
@@ -57,12 +56,16 @@ class PendingQueue:
         Liveness is read as the walk reaches an entry; the caller may requeue the task it was just
         given (a new entry, not in the snapshot walked), which changes no entry still ahead."""
         self._compact()
-        heap, live = self._heap, self._live
+        heap = self._heap
         if len(heap) <= WALK_FROM:
             if len(heap) == 1:
                 return iter([heap[0][2]])  # the head is live after _compact
-            return iter([tid for _, seq, tid in sorted(heap) if live.get(tid) == seq][:limit])
+            return iter(self._sorted_live()[:limit])
         return self._walk_heap(list(heap), limit)
+
+    def _sorted_live(self) -> list[str]:
+        live = self._live
+        return [tid for _, seq, tid in sorted(self._heap) if live.get(tid) == seq]
 
     def _walk_heap(self, heap: list[tuple[float, int, str]], limit: int) -> Iterator[str]:
         """A walk down a snapshot of the heap that always expands the smallest entry seen (its
