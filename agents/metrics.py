@@ -54,6 +54,8 @@ RESERVED = Gauge("shunter_pool_reserved", "1 while a pool is reserved for a fore
 TENANT_MISMATCHES = Counter("shunter_tenant_mismatches", "Input refused because it claimed another tenant",
                             ["topic_tenant"], registry=REGISTRY)
 OUTPUT_BACKLOG = Gauge("shunter_output_backlog_events",
-                       "Events whose outputs wait for their state writes to be acknowledged", registry=REGISTRY)
+                       "Batches whose outputs wait for their state writes to be acknowledged", registry=REGISTRY)
+BATCH_SIZE = Histogram("shunter_group_commit_events", "Events per sealed batch (one outbox entry for all of them)",
+                       buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=REGISTRY)
 CONSUMER_LAG = Gauge("shunter_consumer_lag", "Input messages not yet committed (high watermark - committed offset)",
                      ["topic", "partition"], registry=REGISTRY)

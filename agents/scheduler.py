@@ -37,7 +37,7 @@ from shunter.policies.errors import PolicyError
 from shunter.policies.learners import ArrivalForecast
 from shunter.policies.model import Priority, Task, TaskRecord, TaskState, Worker
 from shunter.policies.river_adapter import arrival_forecaster, runtime_estimator
-from shunter.streams.app import SchedulerTables, SchedulerTopics, agent_topics, control_topics
+from shunter.streams.app import CHANGELOG_PARTITION, SchedulerTables, SchedulerTopics, agent_topics, control_topics
 from shunter.streams.codec import CODEC
 from shunter.streams.errors import CodecError
 from shunter.streams.reader import PolicyFeed
@@ -61,13 +61,37 @@ Output = tuple[str, "bytes | None", bytes, "int | None"]
 WATCHDOG_S = float(os.environ.get("SHUNTER_WATCHDOG_S", "60"))
 """Exit when input waits and no event was handled for this long (0: off; ``agents/watchdog.py``)."""
 SEND_QUEUE = 2000
-"""Events whose outputs wait for their state to be durable; the agent waits when it is full."""
+"""Batches of outputs waiting for their state to be durable; the agent waits when this many are queued."""
+BATCH_EVENTS = 128
+BATCH_BYTES = 256 * 1024
+"""A cell's open batch is sealed at once, even while the previous one is in flight, when it holds
+this many events or this many bytes of encoded outputs (the outbox entry stays well under the
+broker's message size limit)."""
 OUTBOX_RING = 256
 """Outbox slots per cell. An entry is overwritten only after its outputs were acknowledged (the
 agent waits otherwise), so there is nothing to delete, and a new owner re-sends at most this many."""
 MODEL_SNAPSHOT_EVERY = 20
 """Snapshot the cell's models after this many completions, and on a quiet tick when anything changed."""
 FINISHED_RETENTION_MS = 15 * 60 * 1000
+
+
+class Batch:
+    """Group commit: the events of one cell handled since its last outbox entry. Sealing it writes
+    each task and worker record the events changed once, and one outbox entry with all their
+    outputs; only then is their input acknowledged (``acks``). ``durable`` resolves when the
+    broker has acknowledged those writes (what the control lane commits on)."""
+
+    __slots__ = ("tasks", "workers", "outputs", "acks", "tick", "events", "bytes", "durable")
+
+    def __init__(self, durable: asyncio.Future[None]) -> None:
+        self.tasks: set[str] = set()
+        self.workers: set[str] = set()
+        self.outputs: list[Output] = []
+        self.acks: list[Callable[[], object]] = []
+        self.tick = False
+        self.events = 0
+        self.bytes = 0
+        self.durable = durable
 
 
 @dataclass
@@ -106,14 +130,20 @@ class Scheduler:
         self._policy: PolicyDocument = default_policy()
         self.recent_audit: deque[dict[str, Any]] = deque(maxlen=RECENT_AUDIT)
         self.staged: list[Staged] = []
-        """This event's outputs (and a new owner's outbox re-sends), not yet handed to the sender."""
-        self.sendq: asyncio.Queue[tuple[Staged, list[asyncio.Future[Any]]]] = asyncio.Queue(SEND_QUEUE)
+        """Dead letters of this event's undecodable input, not yet handed to the sender."""
+        self.sendq: asyncio.Queue[tuple[Staged, list[asyncio.Future[Any]]]] = asyncio.Queue()
+        """Outputs in the order they may leave, each with the state writes it waits for (bounded by
+        ``SEND_QUEUE``: the agent waits before handling more)."""
+        self.open: dict[str, Batch] = {}
+        """Per cell, the batch events join until it is sealed (``_try_seal``)."""
+        self.sealed: dict[str, asyncio.Future[None]] = {}
+        """Per cell, the ``durable`` future of the last sealed batch: while it is pending, the open
+        batch keeps gathering events (group commit)."""
         self.outbox_ring = OUTBOX_RING
         self.outbox_next: dict[str, int] = {}
         self.inflight: dict[str, set[int]] = {}
         """Per cell, outbox entry numbers whose outputs the broker has not acknowledged yet."""
         self._room = asyncio.Event()
-        self._queueing = asyncio.Lock()
         self.wait_for_state = True
         """Hold outputs until the state they follow is durable (off only where no broker acknowledges)."""
         self.state_ack_timeout_s = float(os.environ.get("SHUNTER_STATE_ACK_TIMEOUT_S", "120"))
@@ -161,14 +191,22 @@ class Scheduler:
                 self.cells.pop(name, None)
                 self.cell_partition.pop(name, None)
                 self.inflight.pop(name, None)  # the next owner re-sends what may not have left
+                # Not sealed: nothing of it was written or acknowledged; the next owner reads its
+                # input again.
+                self.open.pop(name, None)
+                self.sealed.pop(name, None)
 
     # ---------------------------------------------------------------------------------- events
-    async def handle(self, event: Any, current: Callable[[], bool] | None = None) -> list[asyncio.Future[Any]] | None:
-        """Handle one input event (from the Faust agent or the control lane); returns the futures
-        of the state writes it made, which resolve when the broker acknowledges them. ``current``
-        says whether the event's partition is still this process's once it is its turn; if not,
-        the event is left for the next owner (None)."""
-        while self._ring_full():  # backpressure: never overwrite an outbox entry still in flight
+    async def handle(self, event: Any, current: Callable[[], bool] | None = None,
+                     ack: Callable[[], object] | None = None) -> list[asyncio.Future[Any]] | None:
+        """Handle one input event (from the Faust agent or the control lane). The event joins its
+        cell's open batch (``Batch``); ``ack`` is called once the batch's state is written, and
+        the returned future resolves once the broker has acknowledged it. ``current`` says whether
+        the event's partition is still this process's once it is its turn; if not, the event is
+        left for the next owner (None)."""
+        # Backpressure: never overwrite an outbox entry still in flight, and never queue more than
+        # SEND_QUEUE batches ahead of the sender.
+        while self._ring_full() or self.sendq.qsize() >= SEND_QUEUE:
             self._room.clear()
             await self._room.wait()
         if current is not None and not current():
@@ -176,18 +214,24 @@ class Scheduler:
         self.last_handled = time.monotonic()
         self.handled_offsets[(event.message.topic, event.message.partition)] = event.message.offset
         with metrics.HANDLE_SECONDS.time():
-            self._handle(event)
-        # Taken before any await: another event may be handled while this one waits to queue.
-        state = self.tables.written()  # this event's changelog writes (taken even if nothing waits on them)
-        staged, self.staged = self.staged, []
-        if staged:
-            async with self._queueing:  # outputs queue in the order their events were handled
-                for item in staged:
-                    await self.sendq.put((item, state if self.wait_for_state else []))
-            metrics.OUTPUT_BACKLOG.set(self.sendq.qsize())
-        return state
+            name = self._handle(event)
+        for item in self.staged:  # dead letters of undecodable input: no state to wait for
+            self.sendq.put_nowait((item, []))
+        self.staged = []
+        if name is None:
+            if ack is not None:
+                ack()
+            return []
+        batch = self.open[name]
+        if ack is not None:
+            batch.acks.append(ack)
+        self._try_seal(name)
+        metrics.OUTPUT_BACKLOG.set(self.sendq.qsize())
+        return [batch.durable]
 
-    def _handle(self, event: Any) -> None:
+    def _handle(self, event: Any) -> str | None:
+        """Decide one event; returns the name of the cell whose open batch it joined (None: the
+        input was dead-lettered before reaching a cell)."""
         msg = event.message
         if msg.timestamp:
             metrics.EVENT_AGE.observe(max(0.0, time.time() - msg.timestamp))
@@ -209,7 +253,7 @@ class Scheduler:
                                  f"{', '.join(self.settings.cells)} (SHUNTER_CELLS)")
         except CodecError as exc:
             self.staged.append(Staged(None, None, [self._deadletter_output(msg, event.key, event.value, str(exc), None)]))
-            return
+            return None
         now = now_ms()
         cell = self.cell(rec.get("cell") or "default", msg.partition)
         fx = Effects()
@@ -236,6 +280,7 @@ class Scheduler:
                 self.tables.tasks.pop(tid, None)
         self._merge(fx, more)
         self._apply(cell, fx, msg, event.key, event.value, tick=kind == "CellTick")
+        return cell.name
 
     @staticmethod
     def _spoof(cell: Cell, kind: str, rec: dict[str, Any], bound: str) -> str | None:
@@ -262,21 +307,18 @@ class Scheduler:
         into.breakers += more.breakers
 
     def _apply(self, cell: Cell, fx: Effects, msg: Any, key: bytes | None, value: bytes, tick: bool) -> None:
-        for tid in fx.tasks:
-            rec = cell.tasks.get(tid)
-            if rec is not None:
-                self.tables.tasks[tid] = rec.to_dict()
-        for wid in fx.workers:
-            self.tables.workers[wid] = cell.workers[wid].to_dict()
-        if tick:  # every event with outputs carries the cell's audit head in its outbox entry
-            self.tables.cells[cell.name] = cell.meta()
-        behind = cell.estimator.version - self.snapshot_version.get(cell.name, 0)
-        if behind >= MODEL_SNAPSHOT_EVERY or (behind and tick):
-            self.tables.cells[f"{cell.name}#model"] = base64.b64encode(cell.estimator.snapshot()).decode()
-            self.snapshot_version[cell.name] = cell.estimator.version
+        """Add one decided event to its cell's open batch: what it changed, and its outputs encoded."""
+        batch = self.open.get(cell.name)
+        if batch is None:
+            batch = self.open[cell.name] = Batch(asyncio.get_running_loop().create_future())
+        batch.tasks |= fx.tasks
+        batch.workers |= fx.workers
+        batch.tick |= tick
+        batch.events += 1
         self._observe(cell, fx, tick)
         parts = self.settings.partitions
-        out: list[Output] = []
+        out = batch.outputs
+        first = len(out)
         for a in fx.assignments:
             out.append(("assignments", a["worker_id"].encode(), CODEC.encode("Assignment", a),
                         worker_partition(a["worker_id"], parts)))
@@ -290,30 +332,105 @@ class Scheduler:
             out.append(("scaling", r["cell"].encode(), CODEC.encode("ScaleRecommendation", r), None))
         for refused, reason in fx.deadletters:
             out.append(self._deadletter_output(msg, key, value, reason, refused))
-        self._stage(cell, out)
+        batch.bytes += sum(len(o[2]) for o in out[first:])
 
     # --------------------------------------------------------------------------------- outbox
-    def _stage(self, cell: Cell, out: list[Output]) -> None:
-        """Record this event's outputs, with the cell's audit head, in the cell's outbox (a ring of
-        changelog-backed table entries) before any of them leaves. The sender sends them once this
-        event's state writes are acknowledged; a process that takes the cell over re-sends the
-        ring. Outputs are therefore never ahead of the state they follow, and at-least-once with
-        natural dedupe keys (audit: cell+seq, assignment: task+epoch, status: compacted)."""
-        if not out:
+    def _try_seal(self, name: str) -> None:
+        """Seal ``name``'s open batch now unless the previous one's state is still in flight (then
+        it keeps gathering events and is sealed when that state is acknowledged: group commit,
+        one outbox entry and one write per changed record for all of them) or the outbox ring has
+        no free entry (then it is sealed when one frees). At low load nothing is in flight and
+        every event is sealed at once."""
+        batch = self.open.get(name)
+        if batch is None:
             return
-        n = self.outbox_next.get(cell.name, 1)
-        self.outbox_next[cell.name] = n + 1
-        self.inflight.setdefault(cell.name, set()).add(n)
-        self.tables.cells[self._slot(cell.name, n)] = {
-            "n": n, "meta": cell.meta(),
-            "out": [[t, base64.b64encode(k or b"").decode(), base64.b64encode(v).decode(), p] for t, k, v, p in out]}
-        self.staged.append(Staged(cell.name, n, out))
+        previous = self.sealed.get(name)
+        full = batch.events >= BATCH_EVENTS or batch.bytes >= BATCH_BYTES
+        if previous is not None and not previous.done() and not full:
+            return
+        if self._ring_full_for(name):
+            return
+        del self.open[name]
+        # Sealed after its events (from a callback, or during a later event of another cell): its
+        # writes go to the cell's changelog partition, as the events' own would.
+        token = CHANGELOG_PARTITION.set(self.cell_partition[name])
+        try:
+            self._seal(self.cells[name], batch)
+        finally:
+            CHANGELOG_PARTITION.reset(token)
+
+    def _seal(self, cell: Cell, batch: Batch) -> None:
+        """Write the batch's state: each changed task and worker record, the audit head on a tick,
+        the model snapshot when due, and the outbox entry holding every output with the cell's
+        audit head, before any of them leaves. The sender sends the outputs once these writes
+        are acknowledged; a process that takes the cell over re-sends the ring. Outputs are
+        therefore never ahead of the state they follow, and at-least-once with natural dedupe
+        keys (audit: cell+seq, assignment: task+epoch, status: compacted)."""
+        for tid in batch.tasks:
+            rec = cell.tasks.get(tid)
+            if rec is not None:
+                self.tables.tasks[tid] = rec.to_dict()
+        for wid in batch.workers:
+            self.tables.workers[wid] = cell.workers[wid].to_dict()
+        if batch.tick:  # every batch with outputs carries the cell's audit head in its outbox entry
+            self.tables.cells[cell.name] = cell.meta()
+        behind = cell.estimator.version - self.snapshot_version.get(cell.name, 0)
+        if behind >= MODEL_SNAPSHOT_EVERY or (behind and batch.tick):
+            self.tables.cells[f"{cell.name}#model"] = base64.b64encode(cell.estimator.snapshot()).decode()
+            self.snapshot_version[cell.name] = cell.estimator.version
+        metrics.BATCH_SIZE.observe(batch.events)
+        out = batch.outputs
+        n: int | None = None
+        if out:
+            n = self.outbox_next.get(cell.name, 1)
+            self.outbox_next[cell.name] = n + 1
+            self.inflight.setdefault(cell.name, set()).add(n)
+            self.tables.cells[self._slot(cell.name, n)] = {
+                "n": n, "meta": cell.meta(),
+                "out": [[t, base64.b64encode(k or b"").decode(), base64.b64encode(v).decode(), p] for t, k, v, p in out]}
+        state = self.tables.written()  # taken even if nothing waits on them
+        for ack in batch.acks:  # the writes are issued: Faust flushes them before it commits
+            ack()
+        if n is not None:
+            self.sendq.put_nowait((Staged(cell.name, n, out), state if self.wait_for_state else []))
+        self.sealed[cell.name] = batch.durable
+        pending = [f for f in state if not f.done()] if self.wait_for_state else []
+        if not pending:
+            self._durable(cell.name, batch, state)
+        else:
+            asyncio.gather(*pending, return_exceptions=True).add_done_callback(
+                lambda _: self._durable(cell.name, batch, state))
+
+    def _durable(self, name: str, batch: Batch, state: list[asyncio.Future[Any]]) -> None:
+        """The batch's writes are acknowledged (or failed: the sender exits on that)."""
+        failed = next((f for f in state if f.done() and (f.cancelled() or f.exception() is not None)), None)
+        if not batch.durable.done():
+            if failed is None or not self.wait_for_state:
+                batch.durable.set_result(None)
+            else:
+                batch.durable.set_exception(RuntimeError(f"a state write of cell {name} failed"))
+                batch.durable.exception()  # retrieved: the sender reports it and exits
+        if self.sealed.get(name) is batch.durable:
+            self._seal_later(name)
+
+    def _seal_later(self, name: str) -> None:
+        """``_try_seal`` from a callback, where an exception would only be logged by asyncio and
+        leave the batch's input unacknowledged for ever: crash-only instead."""
+        try:
+            self._try_seal(name)
+        except Exception:  # noqa: BLE001
+            log.exception("sealing a batch of cell %s failed", name)
+            _exit("a batch could not be sealed")
 
     def _slot(self, cell: str, n: int) -> str:
         return f"{cell}#outbox#{n % self.outbox_ring}"
 
     def _ring_full(self) -> bool:
-        return any(self.outbox_next[c] - min(nums) >= self.outbox_ring - 1 for c, nums in self.inflight.items() if nums)
+        return any(self._ring_full_for(c) for c, nums in self.inflight.items() if nums)
+
+    def _ring_full_for(self, cell: str) -> bool:
+        nums = self.inflight.get(cell)
+        return nums is not None and bool(nums) and self.outbox_next[cell] - min(nums) >= self.outbox_ring - 1
 
     def _outbox_entries(self, cell: str) -> list[dict[str, Any]]:
         entries = [self.tables.cells.get(self._slot(cell, i)) for i in range(self.outbox_ring)]
@@ -349,18 +466,23 @@ class Scheduler:
         # Tracked under the oldest entry's number: no entry of the ring is overwritten before the
         # re-sent outputs are acknowledged (the ring is full while that number is in flight).
         self.inflight[cell.name].add(entries[0]["n"])
-        self.staged.append(Staged(cell.name, entries[0]["n"], out))
+        self.sendq.put_nowait((Staged(cell.name, entries[0]["n"], out), []))  # its state is durable already
         log.warning("cell %s: re-sending %d output(s) of the last %d event(s) from the outbox",
                     cell.name, len(out), len(entries))
 
     async def send_loop(self) -> None:
-        """The ordered sender: each event's outputs leave only once its state writes are acknowledged."""
+        """The ordered sender: each batch's outputs leave only once its state writes are acknowledged."""
         while True:
             item = await self.sendq.get()
+            self._room.set()
             await self._send(*item)
 
     async def drain(self) -> None:
-        """Send whatever is queued now (tests, and a clean shutdown)."""
+        """Seal every open batch and send whatever is queued (tests, and a clean shutdown)."""
+        for name in list(self.open):
+            if name in self.cells:
+                self.sealed.pop(name, None)  # seal now, in flight or not
+                self._try_seal(name)
         while not self.sendq.empty():
             await self._send(*self.sendq.get_nowait())
 
@@ -402,6 +524,8 @@ class Scheduler:
         assert staged.cell is not None and staged.n is not None
         self.inflight.get(staged.cell, set()).discard(staged.n)
         self._room.set()
+        if staged.cell in self.open:  # it may have waited for a free outbox entry
+            self._seal_later(staged.cell)
 
     @staticmethod
     def _observe(cell: Cell, fx: Effects, tick: bool) -> None:
@@ -514,6 +638,18 @@ class Scheduler:
         return out
 
 
+def _acker(app: faust.App, stream: Any, event: Any) -> Callable[[], None]:
+    """Acknowledge ``event`` of ``stream`` later, from plain code: what ``Stream.ack`` does (it is a
+    coroutine function, but awaits nothing): mark the offset committable, tell the sensors."""
+    def ack() -> None:
+        msg = event.message
+        last = event.ack()
+        app.sensors.on_stream_event_out(msg.tp, msg.offset, stream, event)
+        if last:
+            app.sensors.on_message_out(msg.tp, msg.offset, msg)
+    return ack
+
+
 def _round(x: float | None, digits: int = 4) -> float | None:
     return None if x is None else round(x, digits)
 
@@ -535,7 +671,9 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
 
     @app.agent(topics.inputs, name="scheduler")
     async def schedule(stream: Any) -> None:
-        async for event in stream.events():
+        # Acknowledged by hand: an event is acknowledged when the batch it joined is sealed
+        # (Scheduler.handle), so Faust never commits past an event whose state is not written.
+        async for event in stream.noack().events():
             msg = event.message
             gap = continuity.gap(msg.topic, msg.partition, msg.offset)
             if gap is not None:
@@ -551,7 +689,7 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
                     _exit("the consumer skipped %d record(s) of %s[%d] (offsets %d-%d) before %d",
                           len(lost), msg.topic, msg.partition, lost[0], lost[-1], msg.offset)
             try:
-                await scheduler.handle(event)
+                await scheduler.handle(event, ack=_acker(app, stream, event))
             except Exception:  # noqa: BLE001
                 # Crash-only: a half-applied event must not be followed by more. Exit so a
                 # supervisor restarts us; the cells are rebuilt from the changelogs and the

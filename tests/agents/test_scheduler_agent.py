@@ -125,3 +125,40 @@ def test_the_outbox_is_a_ring_and_a_new_owner_never_rolls_a_status_back(harness)
     resent = {s["record"]["task_id"]: s["record"]["state"] for s in harness.sent["task_status"][before:]}
     assert resent["t0"] == "succeeded", "a re-sent status is the task's current one, never an older one"
     assert harness.tables.cells["c1"]["seq"] >= 1
+
+
+def test_events_behind_an_unacknowledged_batch_share_one_outbox_entry_and_are_acknowledged_with_it(harness):
+    """Group commit: while one batch's state writes wait for the broker, the next events of the
+    cell gather; they are written as one batch (one outbox entry, one write per record) when the
+    first is acknowledged, and their input is acknowledged only then."""
+    s = harness.scheduler
+    s.wait_for_state = True  # state futures resolve only when this test says so
+    issued: list[list] = []
+    written = s.tables.written
+    s.tables.written = lambda: issued.append(written()) or issued[-1]
+
+    def outbox() -> list[dict]:
+        return sorted((v for k, v in harness.tables.cells.items() if "#outbox#" in k), key=lambda e: e["n"])
+
+    async def go() -> None:
+        harness.app.flow_control.resume()
+        async with harness.agent.test_context() as agent:
+            hb = await agent.put(heartbeat("w1", slots=8), key=b"c1")
+            assert hb.message.acked, "nothing was in flight: sealed, written and acknowledged at once"
+            events = [await agent.put(submitted(f"t{i}"), key=b"c1") for i in range(5)]
+            assert s.open["c1"].events == 5 and not outbox() and "t0" not in harness.tables.tasks
+            assert not any(e.message.acked for e in events), "input is acknowledged only once its batch is written"
+            assert "assignments" not in harness.sent
+            for f in issued[0]:  # the broker acknowledges the heartbeat's batch
+                f.set_result(None)
+            await asyncio.sleep(0.01)
+            assert "c1" not in s.open and all(e.message.acked for e in events)
+            (entry,) = outbox()
+            assert sorted(t for t, *_ in entry["out"]) == ["assignments"] * 5 + ["audit"] * 5 + ["task_status"] * 5
+            assert entry["meta"]["seq"] == 5, "the entry carries the audit head after the batch's last event"
+            assert sorted(harness.tables.tasks) == [f"t{i}" for i in range(5)]
+            for f in issued[1]:
+                f.set_result(None)
+            await s.drain()
+    asyncio.run(go())
+    assert sorted(a["record"]["task_id"] for a in harness.sent["assignments"]) == [f"t{i}" for i in range(5)]
