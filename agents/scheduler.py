@@ -81,7 +81,7 @@ class Batch:
     outputs; only then is their input acknowledged (``acks``). ``durable`` resolves when the
     broker has acknowledged those writes (what the control lane commits on)."""
 
-    __slots__ = ("tasks", "workers", "outputs", "acks", "tick", "events", "bytes", "durable")
+    __slots__ = ("tasks", "workers", "outputs", "acks", "tick", "urgent", "events", "bytes", "durable")
 
     def __init__(self, durable: asyncio.Future[None]) -> None:
         self.tasks: set[str] = set()
@@ -89,6 +89,8 @@ class Batch:
         self.outputs: list[Output] = []
         self.acks: list[Callable[[], object]] = []
         self.tick = False
+        self.urgent = False
+        """It holds an urgent-lane submission or a critical task's assignment: sealed at once."""
         self.events = 0
         self.bytes = 0
         self.durable = durable
@@ -280,6 +282,8 @@ class Scheduler:
                 self.tables.tasks.pop(tid, None)
         self._merge(fx, more)
         self._apply(cell, fx, msg, event.key, event.value, tick=kind == "CellTick")
+        if urgent or any(cell.tasks[a["task_id"]].task.priority == Priority.CRITICAL for a in fx.assignments):
+            self.open[cell.name].urgent = True  # never waits behind the batch in flight
         return cell.name
 
     @staticmethod
@@ -345,8 +349,8 @@ class Scheduler:
         if batch is None:
             return
         previous = self.sealed.get(name)
-        full = batch.events >= BATCH_EVENTS or batch.bytes >= BATCH_BYTES
-        if previous is not None and not previous.done() and not full:
+        now = batch.urgent or batch.events >= BATCH_EVENTS or batch.bytes >= BATCH_BYTES
+        if previous is not None and not previous.done() and not now:
             return
         if self._ring_full_for(name):
             return
