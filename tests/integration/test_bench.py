@@ -17,8 +17,11 @@ def test_throughput_bench_runs_and_reports_its_contract(kafka, monkeypatch):
     assert topics(kafka, "bench-", "shunter-bench-") <= before, "the run's topics were left on the broker"
     assert any(m.startswith("deleted the run's") and not m.startswith("deleted the run's 0 ") for m in said), said
     assert set(doc) == {"tasks", "tasks_per_s", "ceiling_per_s", "ratio_to_ceiling", "latency_ms", "schedulers",
-                        "cells", "broker", "cpu_count", "latency_offered_per_s", "latency_split_ms"}
+                        "cells", "broker", "cpu_count", "latency_offered_per_s", "latency_split_ms", "sustained"}
     assert doc["tasks"] == 150 and doc["tasks_per_s"] > 0 and doc["ceiling_per_s"] > 0
+    assert set(doc["sustained"]) == {"tasks_per_s", "ceiling_per_s", "ratio_to_ceiling"}
+    assert doc["sustained"]["tasks_per_s"] > 0 and doc["sustained"]["ceiling_per_s"] > 0
+    assert any(m.startswith("tasks/s by tenth of the run: ") for m in said), said
     assert set(doc["latency_ms"]) == {"p50", "p95", "p99"} and doc["latency_ms"]["p50"] is not None
     split = doc["latency_split_ms"]
     assert set(split) == {"submit_to_decision", "decision_to_send"}
