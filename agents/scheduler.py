@@ -194,8 +194,11 @@ class Scheduler:
                 self.cell_partition.pop(name, None)
                 self.inflight.pop(name, None)  # the next owner re-sends what may not have left
                 # Not sealed: nothing of it was written or acknowledged; the next owner reads its
-                # input again.
-                self.open.pop(name, None)
+                # input again. Its future is cancelled so the control lane, which commits in
+                # order, never waits on it (and never commits its events).
+                batch = self.open.pop(name, None)
+                if batch is not None:
+                    batch.durable.cancel()
                 self.sealed.pop(name, None)
 
     # ---------------------------------------------------------------------------------- events

@@ -160,5 +160,11 @@ def test_events_behind_an_unacknowledged_batch_share_one_outbox_entry_and_are_ac
             for f in issued[1]:
                 f.set_result(None)
             await s.drain()
+            await agent.put(submitted("t8"), key=b"c1")         # sealed at once, and in flight
+            late = await agent.put(submitted("t9"), key=b"c1")  # joins a batch behind it
+            batch = s.open["c1"]
+            s.forget_partitions(set(range(3)))                  # the cell is given away unsealed
+            assert batch.durable.cancelled() and not late.message.acked, \
+                "an unsealed batch is dropped: never acknowledged, and the control lane does not wait on it"
     asyncio.run(go())
     assert sorted(a["record"]["task_id"] for a in harness.sent["assignments"]) == [f"t{i}" for i in range(5)]
