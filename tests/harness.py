@@ -280,10 +280,10 @@ class WorkerProcess(ChildProcess):
     """Demo workers (``shunter worker``), so they can be killed and paused for real."""
 
     def __init__(self, settings: Settings, logdir: Path, pool: str, count: int = 1, slots: int = 1,
-                 prefix: str = "chaos", gpu: int = 0) -> None:
+                 prefix: str = "chaos", gpu: int = 0, cell: str = "default") -> None:
         super().__init__(settings, logdir, f"{prefix}-{pool}", [
             "worker", "--pool", pool, "--count", str(count), "--slots", str(slots), "--id-prefix", prefix,
-            "--gpu", str(gpu), "--gpu-memory-gb", str(24 * gpu), "--drain-timeout", "5"])
+            "--gpu", str(gpu), "--gpu-memory-gb", str(24 * gpu), "--drain-timeout", "5", "--cell", cell])
 
     def start(self) -> "WorkerProcess":
         self.spawn()

@@ -151,6 +151,63 @@ def test_broker_restart(kafka, settings, scheduler, tmp_path):
         w.stop()
 
 
+def _cells_on_distinct_partitions(partitions: int) -> list[str]:
+    """One cell name per partition (the client keys a cell's messages with murmur2, as Faust does)."""
+    from aiokafka.partitioner import murmur2
+
+    found: dict[int, str] = {}
+    for i in range(100):
+        name = f"cell{i}"
+        found.setdefault((murmur2(name.encode()) & 0x7FFFFFFF) % partitions, name)
+    return [found[p] for p in range(partitions)]
+
+
+def test_a_second_scheduler_takes_a_cell_over_mid_run(settings, scheduler, tmp_path):
+    """A rebalance with work in flight: the second process joins the group, takes one of the two
+    cells (its open batch is sealed and acknowledged before the cell leaves, or read again by the
+    new owner), and every task still ends exactly once."""
+    import dataclasses
+    import urllib.request
+
+    from harness import SchedulerProcess, free_port
+
+    cells = _cells_on_distinct_partitions(settings.partitions)
+    scheduler.start()
+    workers = [WorkerProcess(settings, tmp_path, "cpu", count=2, slots=2, prefix=f"rb{i}", cell=c).start()
+               for i, c in enumerate(cells)]
+    second = SchedulerProcess(dataclasses.replace(settings, web_port=free_port()), tmp_path)
+    second.name = "scheduler-b"
+    client = ShunterClient(settings)
+    tracker = StatusTracker(settings, from_beginning=True).start()
+
+    def owned(proc: SchedulerProcess) -> list[str]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{proc.settings.web_port}/healthz", timeout=2) as r:
+            return json.load(r)["cells"]
+
+    try:
+        wait_until(lambda: alive_workers(client) == 4, 60, "four workers in two cells")
+        ids = [client.submit("summarization", cell=c, payload=payload(0.15)) for _ in range(30) for c in cells]
+        client.flush()
+        wait_until(lambda: tracker.terminal(ids) >= 10, 60, "the run to get going")
+        at_join = tracker.terminal(ids)
+        second.start()                                      # joins the group mid-run: a rebalance
+        ids += [client.submit("summarization", cell=c, payload=payload(0.1)) for _ in range(20) for c in cells]
+        client.flush()
+        wait_until(lambda: tracker.terminal(ids) == len(ids), 120, "every task across the rebalance",
+                   detail=lambda: unfinished(tracker, ids, scheduler, second, *workers))
+        wait_until(lambda: owned(second), 30, "the second scheduler to own a cell")
+        counts = check_invariants(settings, set(ids))
+        assert {tracker.latest[t]["state"] for t in ids} == {"succeeded"}
+        assert at_join < 60, "the second scheduler joined while tasks were still queued or running"
+        print(f"{at_join} of 60 tasks done when the second scheduler joined; cells after the rebalance: "
+              f"first {owned(scheduler)}, second {owned(second)}; {counts}")
+    finally:
+        tracker.stop()
+        second.stop()
+        for w in workers:
+            w.stop()
+
+
 def test_one_broker_of_three_killed(tmp_path_factory, tmp_path):
     """Replication factor 3 on a three-node KRaft cluster: losing a node loses nothing."""
     import uuid
