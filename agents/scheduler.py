@@ -7,6 +7,11 @@ cell reaches the same process, in order per topic, and both hand events to ``Sch
 on one event loop, one at a time: the cell's state needs no locks. A timer sends each owned cell
 a ``CellTick`` through the tasks topic, so lease expiry and liveness run through the same path.
 
+State and outputs are committed in groups: the events a cell handles while its previous batch is
+being written form the next batch, written as one (``Batch``, ``_try_seal``). An event's input
+is acknowledged once its batch is written, and its outputs leave once the broker has
+acknowledged those writes (docs/decisions.md).
+
 Nothing here decides anything: scheduling lives in ``shunter.policies``.
 """
 
