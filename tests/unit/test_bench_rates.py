@@ -1,18 +1,24 @@
 """The throughput bench's rate helpers (the bench itself runs in tests/integration/test_bench.py)."""
 
-from shunter.connectors.bench import _rates_by_tenth, _second_half_rate
+from shunter.connectors.bench import _rates_by_tenth, _last_third_rate
 
 
-def test_a_start_up_burst_shows_in_the_first_tenth_and_not_in_the_second_half_rate():
+def test_a_start_up_burst_shows_in_the_first_tenth_and_not_in_the_last_third_rate():
     burst = [i * 0.1 for i in range(100)]               # 100 outputs in 10 ms: 10,000/s
     steady = [10.0 + i * 1.0 for i in range(1, 901)]    # then 900 at 1,000/s
     ts = burst + steady
     tenths = _rates_by_tenth(ts)
     assert len(tenths) == 9 and tenths[0] > 5 * tenths[-1]
-    assert abs(tenths[-1] - 1000) < 1 and abs(_second_half_rate(ts) - 1000) < 1
+    assert abs(tenths[-1] - 1000) < 1 and abs(_last_third_rate(ts) - 1000) < 1
     overall = len(ts) / ((ts[-1] - ts[0]) / 1000)
     assert overall > 1050, "the whole-run rate is flattered by the burst"
 
 
 def test_too_few_timestamps_give_no_tenths():
     assert _rates_by_tenth([1.0, 2.0, 3.0]) == []
+
+
+def test_the_last_third_is_past_a_burst_as_long_as_the_first_half():
+    burst = [i * 0.1 for i in range(550)]                 # as a 5,000-task run's: more than half of it
+    steady = [55.0 + i * 1.0 for i in range(1, 451)]
+    assert abs(_last_third_rate(burst + steady) - 1000) < 1
