@@ -200,8 +200,9 @@ def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callabl
         span = max(1e-3, (ts[-1] - ts[0]) / 1000.0)
         rate = tasks / span
         say(f"placed {tasks} tasks in {span:.2f}s: {rate:.0f} tasks/s")
-        # The first tenth usually goes faster (a start-up burst: the first state writes wait for
-        # the changelog topics, so early batches are full); a long run shows the sustained rate.
+        # The first tenths go faster: a start-up burst (the cell decides while its first state
+        # writes wait for the new changelog topics, then the held outputs leave together). The
+        # last third of a run shows the sustained rate, a long run best.
         say("tasks/s by tenth of the run: " + " ".join(f"{r:.0f}" for r in _rates_by_tenth(ts)))
         sustained = _last_third_rate(ts)
 
