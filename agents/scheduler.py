@@ -136,8 +136,6 @@ class Scheduler:
         self.timing = CellTiming(lease_s=settings.lease_s, heartbeat_timeout_s=settings.heartbeat_timeout_s)
         self._policy: PolicyDocument = default_policy()
         self.recent_audit: deque[dict[str, Any]] = deque(maxlen=RECENT_AUDIT)
-        self.staged: list[Staged] = []
-        """Dead letters of this event's undecodable input, not yet handed to the sender."""
         self.sendq: asyncio.Queue[tuple[Staged, list[asyncio.Future[Any]]]] = asyncio.Queue()
         """Outputs in the order they may leave, each with the state writes it waits for (bounded by
         ``SEND_QUEUE``: the agent waits before handling more)."""
@@ -225,9 +223,6 @@ class Scheduler:
         self.handled_offsets[(event.message.topic, event.message.partition)] = event.message.offset
         with metrics.HANDLE_SECONDS.time():
             name = self._handle(event)
-        for item in self.staged:  # dead letters of undecodable input: no state to wait for
-            self.sendq.put_nowait((item, []))
-        self.staged = []
         if name is None:
             if ack is not None:
                 ack()
@@ -262,7 +257,8 @@ class Scheduler:
                 raise CodecError(f"unknown cell {rec.get('cell')!r}; this deployment serves "
                                  f"{', '.join(self.settings.cells)} (SHUNTER_CELLS)")
         except CodecError as exc:
-            self.staged.append(Staged(None, None, [self._deadletter_output(msg, event.key, event.value, str(exc), None)]))
+            # No cell, no state to wait for: the dead letter goes to the sender as it is.
+            self.sendq.put_nowait((Staged(None, None, [self._deadletter_output(msg, event.key, event.value, str(exc), None)]), []))
             return None
         now = now_ms()
         cell = self.cell(rec.get("cell") or "default", msg.partition)
@@ -438,11 +434,13 @@ class Scheduler:
         return f"{cell}#outbox#{n % self.outbox_ring}"
 
     def _ring_full(self) -> bool:
-        return any(self._ring_full_for(c) for c, nums in self.inflight.items() if nums)
+        return any(self._ring_full_for(c) for c in self.inflight)
 
     def _ring_full_for(self, cell: str) -> bool:
         nums = self.inflight.get(cell)
-        return nums is not None and bool(nums) and self.outbox_next[cell] - min(nums) >= self.outbox_ring - 1
+        if not nums:
+            return False
+        return self.outbox_next[cell] - min(nums) >= self.outbox_ring - 1
 
     def _outbox_entries(self, cell: str) -> list[dict[str, Any]]:
         entries = [self.tables.cells.get(self._slot(cell, i)) for i in range(self.outbox_ring)]
