@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import logging
 import os
 import time
-from typing import Any, Callable, NoReturn
+from typing import Any, Awaitable, Callable, NoReturn
 
 import faust
 from faust.exceptions import SameNode
@@ -42,7 +42,7 @@ from shunter.policies.errors import PolicyError
 from shunter.policies.learners import ArrivalForecast
 from shunter.policies.model import Priority, Task, TaskRecord, TaskState, Worker
 from shunter.policies.river_adapter import arrival_forecaster, runtime_estimator
-from shunter.streams.app import CHANGELOG_PARTITION, SchedulerTables, SchedulerTopics, agent_topics, control_topics
+from shunter.streams.app import CHANGELOG_PARTITION, ChangelogWrite, SchedulerTables, SchedulerTopics, agent_topics, control_topics
 from shunter.streams.codec import CODEC
 from shunter.streams.errors import CodecError
 from shunter.streams.reader import PolicyFeed
@@ -139,6 +139,14 @@ class Scheduler:
         self.sendq: asyncio.Queue[tuple[Staged, list[asyncio.Future[Any]]]] = asyncio.Queue()
         """Outputs in the order they may leave, each with the state writes it waits for (bounded by
         ``SEND_QUEUE``: the agent waits before handling more)."""
+        self.stateq: deque[tuple[str, Batch, list[ChangelogWrite], Staged | None]] = deque()
+        """Sealed batches whose state writes the state writer has not sent yet, in order
+        (``_write_state``)."""
+        self._state_wake = asyncio.Event()
+        self._state_lock = asyncio.Lock()
+        self.send_state: Callable[[str, Any, Any, int], Awaitable[Any]] = \
+            lambda topic, key, value, partition: app.producer.send(topic, key, value, partition, None, None)
+        """Hands one changelog write to the producer; its future resolves when it is acknowledged."""
         self.open: dict[str, Batch] = {}
         """Per cell, the batch events join until it is sealed (``_try_seal``)."""
         self.sealed: dict[str, asyncio.Future[None]] = {}
@@ -214,7 +222,7 @@ class Scheduler:
         left for the next owner (None)."""
         # Backpressure: never overwrite an outbox entry still in flight, and never queue more than
         # SEND_QUEUE batches ahead of the sender.
-        while self._ring_full() or self.sendq.qsize() >= SEND_QUEUE:
+        while self._ring_full() or self.sendq.qsize() >= SEND_QUEUE or len(self.stateq) >= SEND_QUEUE:
             self._room.clear()
             await self._room.wait()
         if current is not None and not current():
@@ -396,18 +404,45 @@ class Scheduler:
             self.tables.cells[self._slot(cell.name, n)] = {
                 "n": n, "meta": cell.meta(),
                 "out": [[t, base64.b64encode(k or b"").decode(), base64.b64encode(v).decode(), p] for t, k, v, p in out]}
-        state = self.tables.written()  # taken even if nothing waits on them
-        for ack in batch.acks:  # the writes are issued: Faust flushes them before it commits
-            ack()
-        if n is not None:
-            self.sendq.put_nowait((Staged(cell.name, n, out), state if self.wait_for_state else []))
         self.sealed[cell.name] = batch.durable
+        self.stateq.append((cell.name, batch, self.tables.take(), Staged(cell.name, n, out) if n is not None else None))
+        self._state_wake.set()
+
+    async def state_loop(self) -> None:
+        """The state writer: sends each sealed batch's writes, in the order they were sealed."""
+        while True:
+            await self._state_wake.wait()
+            self._state_wake.clear()
+            await self.write_state()
+
+    async def write_state(self) -> None:
+        """Send every sealed batch's state writes (the state writer; before a cell is given away;
+        tests). Batches are taken from the queue only under the lock, so they leave in order."""
+        async with self._state_lock:
+            while self.stateq:
+                await self._write_state(*self.stateq.popleft())
+                self._room.set()
+
+    async def _write_state(self, name: str, batch: Batch, writes: list[ChangelogWrite], staged: Staged | None) -> None:
+        """Hand a batch's changelog writes to the producer, all at once (``TrackedTable``), then
+        acknowledge its input: Faust flushes the producer before it commits, so a commit is never
+        past a write not yet handed over. Its outputs are queued to leave once the writes are
+        acknowledged."""
+        state: list[asyncio.Future[Any]] = []
+        for table, topic, partition, key, value in writes:
+            fut = await self.send_state(topic, key, value, partition)
+            fut.add_done_callback(table.on_changelog_acked)
+            state.append(fut)
+        for ack in batch.acks:
+            ack()
+        if staged is not None:
+            self.sendq.put_nowait((staged, state if self.wait_for_state else []))
         pending = [f for f in state if not f.done()] if self.wait_for_state else []
         if not pending:
-            self._durable(cell.name, batch, state)
+            self._durable(name, batch, state)
         else:
             asyncio.gather(*pending, return_exceptions=True).add_done_callback(
-                lambda _: self._durable(cell.name, batch, state))
+                lambda _: self._durable(name, batch, state))
 
     def _durable(self, name: str, batch: Batch, state: list[asyncio.Future[Any]]) -> None:
         """The batch's writes are acknowledged (or failed: the sender exits on that)."""
@@ -493,6 +528,7 @@ class Scheduler:
             if name in self.cells:
                 self.sealed.pop(name, None)  # seal now, in flight or not
                 self._try_seal(name)
+        await self.write_state()
         while not self.sendq.empty():
             await self._send(*self.sendq.get_nowait())
 
@@ -674,6 +710,10 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
         feed.start()
 
     @app.task
+    async def write_state() -> None:
+        await scheduler.state_loop()
+
+    @app.task
     async def send_outputs() -> None:
         await scheduler.send_loop()
 
@@ -767,6 +807,10 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
         if lane is not None:
             lane.disown({tp.partition for tp in revoked if tp.topic in inputs})
         owned.difference_update((tp.topic, tp.partition) for tp in revoked)
+        # Sealed batches' writes are sent and acknowledged before the cells go, as Faust flushes its
+        # own just before this signal: never a late write into a changelog the next owner reads.
+        await scheduler.write_state()
+        await app.producer.flush()
         scheduler.forget_partitions({tp.partition for tp in revoked})
 
     async def routed(view: View, request: Request, local: Any) -> Response:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from types import SimpleNamespace
 from unittest import mock
+
+from faust.types import TP
 
 import pytest
 
 from shunter.agents.scheduler import Scheduler, install
-from shunter.streams.app import create_app
+from shunter.streams.app import CHANGELOG_PARTITION, create_app
 from shunter.streams.codec import CODEC
 from shunter.streams.settings import Settings
 from shunter.streams.topics import worker_partition
@@ -44,11 +48,28 @@ class Harness:
         self.app.conf.store = "memory://"
         self.scheduler: Scheduler = install(self.app, self.topics, self.tables, self.settings)
         self.scheduler.wait_for_state = False  # no broker here: nothing acknowledges the state
+        self.state_writes: list[tuple[str, int, asyncio.Future]] = []
+        self.changelog: list[tuple[str, bytes, bytes | None]] = []
+        """Each changelog write the scheduler handed to the producer, with its future."""
+        self.scheduler.send_state = self._state_sender
         self.app.finalize()
         self.agent = self.app.agents["scheduler"]
         self.sent: dict[str, list[dict]] = {}
         for name in ("assignments", "task_status", "audit", "deadletter"):
             setattr(self.topics, name, mock.Mock(send_soon=mock.Mock(side_effect=self._recorder(name))))
+
+    async def _state_sender(self, topic, key, value, partition):
+        fut = asyncio.get_running_loop().create_future()
+        self.state_writes.append((topic, partition, fut))
+        self.changelog.append((topic, key, value))
+        return fut
+
+    def acknowledge_state(self) -> list[str]:
+        """The broker acknowledges every state write sent so far; returns their tables, sorted."""
+        pending = [(t, p, f) for t, p, f in self.state_writes if not f.done()]
+        for topic, partition, fut in pending:
+            fut.set_result(SimpleNamespace(topic_partition=TP(topic, partition), offset=0))
+        return sorted(t.split("-")[-2] for t, _, _ in pending)  # <app>-<table>-changelog
 
     def _recorder(self, name: str):
         def record(key, value, partition=None):
@@ -133,9 +154,6 @@ def test_events_behind_an_unacknowledged_batch_share_one_outbox_entry_and_are_ac
     first is acknowledged, and their input is acknowledged only then."""
     s = harness.scheduler
     s.wait_for_state = True  # state futures resolve only when this test says so
-    issued: list[list] = []
-    written = s.tables.written
-    s.tables.written = lambda: issued.append(written()) or issued[-1]
 
     def outbox() -> list[dict]:
         return sorted((v for k, v in harness.tables.cells.items() if "#outbox#" in k), key=lambda e: e["n"])
@@ -144,21 +162,21 @@ def test_events_behind_an_unacknowledged_batch_share_one_outbox_entry_and_are_ac
         harness.app.flow_control.resume()
         async with harness.agent.test_context() as agent:
             hb = await agent.put(heartbeat("w1", slots=8), key=b"c1")
-            assert hb.message.acked, "nothing was in flight: sealed, written and acknowledged at once"
+            await s.write_state()
+            assert hb.message.acked, "nothing was in flight: sealed, its state sent and acknowledged at once"
             events = [await agent.put(submitted(f"t{i}"), key=b"c1") for i in range(5)]
             assert s.open["c1"].events == 5 and not outbox() and "t0" not in harness.tables.tasks
             assert not any(e.message.acked for e in events), "input is acknowledged only once its batch is written"
             assert "assignments" not in harness.sent
-            for f in issued[0]:  # the broker acknowledges the heartbeat's batch
-                f.set_result(None)
+            assert harness.acknowledge_state() == ["workers"], "the heartbeat's batch: its worker record"
             await asyncio.sleep(0.01)
+            await s.write_state()
             assert "c1" not in s.open and all(e.message.acked for e in events)
             (entry,) = outbox()
             assert sorted(t for t, *_ in entry["out"]) == ["assignments"] * 5 + ["audit"] * 5 + ["task_status"] * 5
             assert entry["meta"]["seq"] == 5, "the entry carries the audit head after the batch's last event"
             assert sorted(harness.tables.tasks) == [f"t{i}" for i in range(5)]
-            for f in issued[1]:
-                f.set_result(None)
+            assert harness.acknowledge_state() == ["cells"] + ["tasks"] * 5, "one write per task, one outbox entry"
             await s.drain()
             await agent.put(submitted("t8"), key=b"c1")         # sealed at once, and in flight
             late = await agent.put(submitted("t9"), key=b"c1")  # joins a batch behind it
@@ -168,3 +186,23 @@ def test_events_behind_an_unacknowledged_batch_share_one_outbox_entry_and_are_ac
                 "an unsealed batch is dropped: never acknowledged, and the control lane does not wait on it"
     asyncio.run(go())
     assert sorted(a["record"]["task_id"] for a in harness.sent["assignments"]) == [f"t{i}" for i in range(5)]
+
+
+def test_state_writes_are_encoded_as_faust_writes_its_changelogs(harness):
+    """The scheduler sends its tables' changelog writes itself (streams/app.py, ``TrackedTable``):
+    what a new owner's recovery reads back must be exactly the tables' contents."""
+    harness.run(heartbeat("w1"), submitted("t1"), completed("t1", "w1", 1))
+    latest: dict[tuple[str, str], bytes | None] = {}
+    for topic, key, value in harness.changelog:
+        latest[(topic.split("-")[-2], json.loads(key))] = value
+    assert latest[("tasks", "t1")] is not None and latest[("workers", "w1")] is not None
+    for (table, key), value in latest.items():
+        assert json.loads(value) == getattr(harness.tables, table)[key], (table, key)
+
+    async def evict() -> None:
+        token = CHANGELOG_PARTITION.set(0)
+        harness.tables.tasks.pop("t1")
+        CHANGELOG_PARTITION.reset(token)
+    asyncio.run(evict())
+    ((_, topic, partition, key, value),) = harness.tables.take()
+    assert (topic.split("-")[-2], partition, json.loads(key), value) == ("tasks", 0, "t1", None), "a tombstone"
