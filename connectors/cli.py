@@ -130,9 +130,18 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     if json_logs():
         worker.loghandlers = [handler()]
     _quiet_collector()
+    # Faust's consumer runs in a thread of its own and hands fetched records to the event loop;
+    # while the loop is busy, that thread waits for the GIL up to the switch interval (5 ms by
+    # default) at every hand-over. 1 ms: submit-to-assignment p99 at half the maximum rate
+    # 22-23 ms in three runs of four against 25-62 ms, the same throughput within the noise
+    # (docs/benchmarks/throughput.md, session 10).
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     worker.execute_from_commandline()
     return 0
 
+
+SWITCH_INTERVAL_S = 0.001
+"""How long a thread may hold the GIL while another waits for it, in the scheduler (Python: 5 ms)."""
 
 GC_FULL_EVERY = 10_000
 """Young-generation collections between two full ones (Python's default: 100)."""
