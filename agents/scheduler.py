@@ -216,10 +216,10 @@ class Scheduler:
     async def handle(self, event: Any, current: Callable[[], bool] | None = None,
                      ack: Callable[[], object] | None = None) -> list[asyncio.Future[Any]] | None:
         """Handle one input event (from the Faust agent or the control lane). The event joins its
-        cell's open batch (``Batch``); ``ack`` is called once the batch's state is written, and
-        the returned future resolves once the broker has acknowledged it. ``current`` says whether
-        the event's partition is still this process's once it is its turn; if not, the event is
-        left for the next owner (None)."""
+        cell's open batch (``Batch``); ``ack`` is called once the batch's state writes are handed
+        to the producer, and the returned future resolves once the broker has acknowledged them.
+        ``current`` says whether the event's partition is still this process's once it is its
+        turn; if not, the event is left for the next owner (None)."""
         # Backpressure: never overwrite an outbox entry still in flight, and never queue more than
         # SEND_QUEUE batches ahead of the sender.
         while self._ring_full() or self.sendq.qsize() >= SEND_QUEUE or len(self.stateq) >= SEND_QUEUE:
@@ -711,7 +711,13 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
 
     @app.task
     async def write_state() -> None:
-        await scheduler.state_loop()
+        try:
+            await scheduler.state_loop()
+        except Exception:  # noqa: BLE001
+            # Crash-only: a batch whose writes were not handed over is not acknowledged either;
+            # the restart reads its input again.
+            log.exception("the state writer failed")
+            _exit("the state writer failed")
 
     @app.task
     async def send_outputs() -> None:

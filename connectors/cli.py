@@ -133,7 +133,8 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     # Faust's consumer runs in a thread of its own and hands fetched records to the event loop;
     # while the loop is busy, that thread waits for the GIL up to the switch interval (5 ms by
     # default) at every hand-over. 1 ms: submit-to-assignment p99 at half the maximum rate
-    # 22-23 ms in three runs of four against 25-62 ms, the same throughput within the noise
+    # 22-23 ms in four runs of six (the other two met a pause of the broker's garbage collector)
+    # against 25-62 ms in four with 5 ms, the same throughput within the noise
     # (docs/benchmarks/throughput.md, session 10).
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     worker.execute_from_commandline()

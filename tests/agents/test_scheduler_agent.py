@@ -49,8 +49,9 @@ class Harness:
         self.scheduler: Scheduler = install(self.app, self.topics, self.tables, self.settings)
         self.scheduler.wait_for_state = False  # no broker here: nothing acknowledges the state
         self.state_writes: list[tuple[str, int, asyncio.Future]] = []
+        """Each changelog write the scheduler handed to the producer: topic, partition, its future."""
         self.changelog: list[tuple[str, bytes, bytes | None]] = []
-        """Each changelog write the scheduler handed to the producer, with its future."""
+        """The same writes' topics, keys and values."""
         self.scheduler.send_state = self._state_sender
         self.app.finalize()
         self.agent = self.app.agents["scheduler"]
