@@ -33,7 +33,7 @@ from shunter.connectors.broker import KAFKA_VERSION, LocalBroker, state_dir
 from shunter.connectors.client import ShunterClient, producer
 from shunter.streams.codec import CODEC
 from shunter.streams.settings import Settings
-from shunter.streams.topics import TopicNames, create_topics, delete_run_topics
+from shunter.streams.topics import TopicNames, cells_on_distinct_partitions, create_topics, delete_run_topics
 
 
 STALL_S = 60.0
@@ -162,7 +162,9 @@ def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callabl
                           partitions=max(4, cells), heartbeat_timeout_s=30.0, lease_s=3600.0)
     create_topics(settings)
     names = TopicNames(settings)
-    cell_names = [f"cell-{i}" for i in range(cells)]
+    # On distinct partitions: P processes then own C/P cells each ("cell-0" and "cell-1" share
+    # one of four partitions, and two processes split the four cells one and three).
+    cell_names = cells_on_distinct_partitions(cells, settings.partitions)
     logdir = state_dir() / "bench"
     logdir.mkdir(parents=True, exist_ok=True)
     hb = Heartbeats(settings, cell_names, slots=tasks * 4)

@@ -142,6 +142,27 @@ def create_topics(settings: Settings, timeout: float = 30.0) -> dict[str, str]:
     return result
 
 
+def cell_partition(cell: str, partitions: int) -> int:
+    """The input partition of a cell: Kafka's default partitioner (murmur2) on the cell name, the
+    key the client and Faust give a cell's messages."""
+    from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]  # no stubs
+
+    return (murmur2(cell.encode()) & 0x7FFFFFFF) % partitions
+
+
+def cells_on_distinct_partitions(count: int, partitions: int) -> list[str]:
+    """``count`` cell names (at most ``partitions``) whose inputs land on distinct partitions, so
+    scheduler processes share them evenly: "cell-0" and "cell-1" share a partition of four."""
+    if count > partitions:
+        raise ValueError(f"{count} cells cannot have {partitions} partitions to themselves")
+    found: dict[int, str] = {}
+    i = 0
+    while len(found) < count:
+        found.setdefault(cell_partition(f"cell-{i}", partitions), f"cell-{i}")
+        i += 1
+    return list(found.values())
+
+
 def worker_partition(worker_id: str, partitions: int) -> int:
     """The assignments partition of a worker. The scheduler writes there; the worker reads only it."""
     import zlib

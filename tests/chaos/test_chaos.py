@@ -15,7 +15,7 @@ import pytest
 from harness import WorkerProcess, check_invariants, unfinished, wait_until
 
 from shunter.connectors.client import ShunterClient, StatusTracker
-from shunter.streams.topics import TopicNames
+from shunter.streams.topics import TopicNames, cells_on_distinct_partitions
 
 pytestmark = pytest.mark.chaos
 
@@ -151,17 +151,6 @@ def test_broker_restart(kafka, settings, scheduler, tmp_path):
         w.stop()
 
 
-def _cells_on_distinct_partitions(partitions: int) -> list[str]:
-    """One cell name per partition (the client keys a cell's messages with murmur2, as Faust does)."""
-    from aiokafka.partitioner import murmur2
-
-    found: dict[int, str] = {}
-    for i in range(100):
-        name = f"cell{i}"
-        found.setdefault((murmur2(name.encode()) & 0x7FFFFFFF) % partitions, name)
-    return [found[p] for p in range(partitions)]
-
-
 def test_a_second_scheduler_takes_a_cell_over_mid_run(settings, scheduler, tmp_path):
     """A rebalance with work in flight: the second process joins the group, takes one of the two
     cells (its open batch is sealed and acknowledged before the cell leaves, or read again by the
@@ -171,7 +160,7 @@ def test_a_second_scheduler_takes_a_cell_over_mid_run(settings, scheduler, tmp_p
 
     from harness import SchedulerProcess, free_port
 
-    cells = _cells_on_distinct_partitions(settings.partitions)
+    cells = cells_on_distinct_partitions(settings.partitions, settings.partitions)
     scheduler.start()
     workers = [WorkerProcess(settings, tmp_path, "cpu", count=2, slots=2, prefix=f"rb{i}", cell=c).start()
                for i, c in enumerate(cells)]
