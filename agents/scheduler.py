@@ -83,8 +83,9 @@ FINISHED_RETENTION_MS = 15 * 60 * 1000
 class Batch:
     """Group commit: the events of one cell handled since its last outbox entry. Sealing it writes
     each task and worker record the events changed once, and one outbox entry with all their
-    outputs; only then is their input acknowledged (``acks``). ``durable`` resolves when the
-    broker has acknowledged those writes (what the control lane commits on)."""
+    outputs; their input is acknowledged (``acks``) once those writes are handed to the producer
+    (``Scheduler._write_state``). ``durable`` resolves when the broker has acknowledged those
+    writes (what the control lane commits on)."""
 
     __slots__ = ("tasks", "workers", "outputs", "acks", "tick", "urgent", "events", "bytes", "durable")
 
@@ -116,6 +117,16 @@ def _exit(msg: str, *args: Any) -> NoReturn:
     log.error(msg + "; exiting", *args)
     logging.shutdown()
     os._exit(70)
+
+
+async def _or_exit(what: str, run: Callable[[], Awaitable[None]]) -> None:
+    """Run a task the scheduler cannot do without; crash-only if it fails (``_exit``): what it had
+    not acknowledged is read again after the restart."""
+    try:
+        await run()
+    except Exception:  # noqa: BLE001
+        log.exception("%s failed", what)
+        _exit("%s failed", what)
 
 
 def now_ms() -> int:
@@ -711,13 +722,8 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
 
     @app.task
     async def write_state() -> None:
-        try:
-            await scheduler.state_loop()
-        except Exception:  # noqa: BLE001
-            # Crash-only: a batch whose writes were not handed over is not acknowledged either;
-            # the restart reads its input again.
-            log.exception("the state writer failed")
-            _exit("the state writer failed")
+        # A batch whose writes were not handed over is not acknowledged either.
+        await _or_exit("the state writer", scheduler.state_loop)
 
     @app.task
     async def send_outputs() -> None:
@@ -792,11 +798,7 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
     if lane is not None:
         @app.task
         async def read_control_lane() -> None:
-            try:
-                await lane.run()
-            except Exception:  # noqa: BLE001
-                log.exception("control lane failed")
-                _exit("the control lane failed")
+            await _or_exit("the control lane", lane.run)
 
     # Faust's signal types want receivers typed (sender, *args, signal, **kwargs); it calls them
     # with the partitions as a keyword, which these take by name.
