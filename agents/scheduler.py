@@ -727,7 +727,8 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
 
     @app.task
     async def send_outputs() -> None:
-        await scheduler.send_loop()
+        # A failed send would otherwise end this task and leave every later output unsent.
+        await _or_exit("the sender", scheduler.send_loop)
 
     continuity = Continuity(settings)
 
