@@ -66,11 +66,60 @@ def declared_runtime(task: Task, spec: PoolSpec) -> float:
     return spec.default_runtime_s
 
 
+FEATURE_NAMES_KEPT = 4096
+"""How many feature names ``_FeatureNames`` keeps before it starts over."""
+
+
+class _FeatureNames:
+    """The feature names built from a task type, a size feature or a pool, each built once.
+
+    A task is priced on every pool when it is queued and taught once when it completes, and
+    building these strings was a tenth of that work in the simulator. Names come from submitters
+    (task types, size features), so the memory is bounded: past ``FEATURE_NAMES_KEPT`` names it
+    starts over."""
+
+    def __init__(self) -> None:
+        self.types: dict[str, str] = {}
+        self.sizes: dict[str, str] = {}
+        self.pools: dict[str, str] = {}
+        self.crossed: dict[str, dict[str, str]] = {}
+        self.count = 0
+
+    def _named(self, names: dict[str, str], key: str, prefix: str, suffix: str = "") -> str:
+        name = names.get(key)
+        if name is None:
+            self.count += 1
+            if self.count > FEATURE_NAMES_KEPT:  # start over (``names`` may be let go: still right)
+                self.types, self.sizes, self.pools, self.crossed, self.count = {}, {}, {}, {}, 1
+            name = names[key] = prefix + key + suffix
+        return name
+
+    def type(self, task_type: str) -> str:
+        return self._named(self.types, task_type, "type=")
+
+    def size(self, feature: str) -> str:
+        return self._named(self.sizes, feature, "log_")
+
+    def pool(self, pool: str) -> str:
+        return self._named(self.pools, pool, "pool=")
+
+    def crossed_with(self, size_name: str, pool: str) -> str:
+        """``log_<feature>@<pool>``, from the size feature's own name (``size``'s answer)."""
+        names = self.crossed.get(pool)
+        if names is None:
+            names = self.crossed[pool] = {}
+        name = names.get(size_name)
+        return name if name is not None else self._named(names, size_name, "", "@" + pool)
+
+
+_NAMES = _FeatureNames()
+
+
 def task_features(task: Task) -> dict[str, float]:
     """What a submitter knows at submit time, as numbers. Sizes go through log1p."""
-    x: dict[str, float] = {f"type={task.task_type}": 1.0, "priority": float(task.priority)}
+    x: dict[str, float] = {_NAMES.type(task.task_type): 1.0, "priority": float(task.priority)}
     for name, value in task.size_features.items():
-        x[f"log_{name}"] = math.log1p(max(0.0, float(value)))
+        x[_NAMES.size(name)] = math.log1p(max(0.0, float(value)))
     if task.runtime_hint_s is not None and task.runtime_hint_s > 0:
         x["log_hint"] = math.log(task.runtime_hint_s)
     return x
@@ -156,10 +205,10 @@ class RuntimeEstimator:
     def _pool_terms(shared: dict[str, float], task: Task, pool: str, policy: PolicyDocument) -> dict[str, float]:
         """The features that make a prediction pool-specific: the pool (one-hot), its declared
         speed, and each size feature crossed with it."""
-        x = {f"pool={pool}": 1.0, "log_speed": math.log(policy.pool(pool).speed)}
+        x = {_NAMES.pool(pool): 1.0, "log_speed": math.log(policy.pool(pool).speed)}
         for name in task.size_features:
-            key = f"log_{name}"
-            x[f"{key}@{pool}"] = shared[key]
+            key = _NAMES.size(name)
+            x[_NAMES.crossed_with(key, pool)] = shared[key]
         return x
 
     def predict(self, task: Task, pool: str, policy: PolicyDocument) -> float:
