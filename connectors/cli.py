@@ -477,10 +477,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:  # a trace that is missing or not of the format
         print(f"shunter: {exc}", file=sys.stderr)
         return 2
+    if args.timing_runs < 1:
+        print("shunter: --timing-runs must be at least 1", file=sys.stderr)
+        return 2
     progress = None if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
     _quiet_collector()  # the policy code is timed under the scheduler's collector settings
     doc, results = benchmark(items, strategies, workload=args.workload, utilization=args.utilization,
-                             seed=args.seed, progress=progress, keep_runs=bool(args.report))
+                             seed=args.seed, progress=progress, keep_runs=bool(args.report),
+                             timing_runs=args.timing_runs)
     if args.report:
         from shunter.connectors.report import write_report
 
@@ -658,6 +662,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--report", metavar="DIR", help="also write a markdown report with PNG plots into DIR")
     sim.add_argument("--offset", type=int, default=0, help="azure-llm: start at row N of the trace (rows keep "
                      "their number, which decides their class)")
+    sim.add_argument("--timing-runs", type=int, default=1, metavar="N",
+                     help="run each strategy N times; decisions_per_s is the fastest (as timeit reports), "
+                     "decisions_per_s_runs lists all")
 
     rb = add("robustness", cmd_robustness, "the quality benchmark on variants of a trace (other seeds, each half): "
              "does adaptive still beat every other strategy?")

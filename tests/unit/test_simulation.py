@@ -156,3 +156,18 @@ def test_report_writes_markdown_plots_and_json(tmp_path):
         png = tmp_path / f"seed-mix-u0.8-s1-{suffix}.png"
         assert png.stat().st_size > 5000 and f"({png.name})" in text
     assert json.loads((tmp_path / "seed-mix-u0.8-s1.json").read_text()) == doc
+
+
+def test_repeated_timing_runs_report_the_fastest_and_change_no_decision():
+    items = seed_mix(400, seed=5)
+    once, _ = benchmark(items, ["fifo", "adaptive"], workload="seed-mix", utilization=0.8, seed=5)
+    thrice, _ = benchmark(items, ["fifo", "adaptive"], workload="seed-mix", utilization=0.8, seed=5, timing_runs=3)
+    for name, row in thrice["strategies"].items():
+        runs = row.pop("decisions_per_s_runs")
+        assert len(runs) == 3 and all(r > 0 for r in runs)
+        assert row.pop("decisions_per_s") == max(runs)
+        expected = dict(once["strategies"][name])
+        expected.pop("decisions_per_s")
+        assert row == expected, name
+    with pytest.raises(ValueError, match="timing_runs"):
+        benchmark(items, ["fifo"], workload="seed-mix", utilization=0.8, seed=5, timing_runs=0)
