@@ -264,7 +264,9 @@ def benchmark(items: Sequence[WorkItem], strategies: Sequence[str], *, workload:
         row = report(result, cluster)
         if timing_runs > 1:
             rates = [row["decisions_per_s"]]
-            for _ in range(timing_runs - 1):
+            for k in range(2, timing_runs + 1):
+                if progress:
+                    progress(f"  {name}: timing run {k} of {timing_runs}")
                 gc.collect()
                 again = simulate(scaled, name, seed, cluster)
                 if _outcome(again) != _outcome(result):
