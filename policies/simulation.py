@@ -250,15 +250,19 @@ def benchmark(items: Sequence[WorkItem], strategies: Sequence[str], *, workload:
     rows: dict[str, Any] = {}
     results: dict[str, SimulationResult] = {}
 
-    def run(name: str) -> dict[str, Any]:
-        # The runs before this one (kept for the report) are frozen out of the collector's reach,
-        # so a strategy's decisions_per_s does not depend on the strategies that ran before it.
+    def timed(name: str, tick: Callable[[int, int], None] | None = None) -> SimulationResult:
+        # The runs before this one (kept for the report, or the previous timing run) are frozen
+        # out of the collector's reach, so a run's decisions_per_s does not depend on what ran
+        # before it.
         gc.collect()
         gc.freeze()
+        return simulate(scaled, name, seed, cluster, progress=tick)
+
+    def run(name: str) -> dict[str, Any]:
         every = max(2000, len(scaled) // 10 // 2000 * 2000)
         tick = None if progress is None else (
             lambda done, total: progress(f"  {name}: {done:,} of {total:,} tasks") if done % every == 0 else None)
-        result = simulate(scaled, name, seed, cluster, progress=tick)
+        result = timed(name, tick)
         if keep_runs:
             results[name] = result
         row = report(result, cluster)
@@ -267,13 +271,13 @@ def benchmark(items: Sequence[WorkItem], strategies: Sequence[str], *, workload:
             for k in range(2, timing_runs + 1):
                 if progress:
                     progress(f"  {name}: timing run {k} of {timing_runs}")
-                gc.collect()
-                again = simulate(scaled, name, seed, cluster)
+                again = timed(name)
                 if _outcome(again) != _outcome(result):
                     raise RuntimeError(f"{name} decided differently in a repeated run: the simulation "
                                        "must be deterministic for a seed")
                 rates.append(report(again, cluster)["decisions_per_s"])
-            row["decisions_per_s"] = max(r for r in rates if r is not None) if any(rates) else None
+                del again  # not frozen with the next run: a repeat's runs are not kept
+            row["decisions_per_s"] = max((r for r in rates if r is not None), default=None)
             row["decisions_per_s_runs"] = rates
         return row
 
