@@ -8,9 +8,9 @@ on one event loop, one at a time: the cell's state needs no locks. A timer sends
 a ``CellTick`` through the tasks topic, so lease expiry and liveness run through the same path.
 
 State and outputs are committed in groups: the events a cell handles while its previous batch is
-being written form the next batch, written as one (``Batch``, ``_try_seal``). An event's input
-is acknowledged once its batch is written, and its outputs leave once the broker has
-acknowledged those writes (docs/decisions.md).
+being written form the next batch, written as one (``Batch``, ``_try_seal``). Once the broker
+has acknowledged a batch's writes, its input is acknowledged and its outputs leave
+(docs/decisions.md). Writes and outputs go through a librdkafka producer (``streams/outbound.py``).
 
 Nothing here decides anything: scheduling lives in ``shunter.policies``.
 """
@@ -28,7 +28,7 @@ from typing import Any, Awaitable, Callable, NoReturn
 
 import faust
 from faust.exceptions import SameNode
-from faust.types import TopicT
+from faust.types import TP
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
@@ -45,6 +45,7 @@ from shunter.policies.river_adapter import arrival_forecaster, runtime_estimator
 from shunter.streams.app import CHANGELOG_PARTITION, ChangelogWrite, SchedulerTables, SchedulerTopics, agent_topics, control_topics
 from shunter.streams.codec import CODEC
 from shunter.streams.errors import CodecError
+from shunter.streams.outbound import Offsets, Outbound
 from shunter.streams.reader import PolicyFeed
 from shunter.streams.settings import Settings
 from shunter.streams.topics import TopicNames, worker_partition
@@ -83,9 +84,8 @@ FINISHED_RETENTION_MS = 15 * 60 * 1000
 class Batch:
     """Group commit: the events of one cell handled since its last outbox entry. Sealing it writes
     each task and worker record the events changed once, and one outbox entry with all their
-    outputs; their input is acknowledged (``acks``) once those writes are handed to the producer
-    (``Scheduler._write_state``). ``durable`` resolves when the broker has acknowledged those
-    writes (what the control lane commits on)."""
+    outputs; ``durable`` resolves when the broker has acknowledged those writes, and their input
+    is acknowledged (``acks``) then (``Scheduler._durable``; the control lane commits on it)."""
 
     __slots__ = ("tasks", "workers", "outputs", "acks", "tick", "urgent", "events", "bytes", "durable")
 
@@ -150,14 +150,8 @@ class Scheduler:
         self.sendq: asyncio.Queue[tuple[Staged, list[asyncio.Future[Any]]]] = asyncio.Queue()
         """Outputs in the order they may leave, each with the state writes it waits for (bounded by
         ``SEND_QUEUE``: the agent waits before handling more)."""
-        self.stateq: deque[tuple[str, Batch, list[ChangelogWrite], Staged | None]] = deque()
-        """Sealed batches whose state writes the state writer has not sent yet, in order
-        (``_write_state``)."""
-        self._state_wake = asyncio.Event()
-        self._state_lock = asyncio.Lock()
-        self.send_state: Callable[[str, Any, Any, int], Awaitable[Any]] = \
-            lambda topic, key, value, partition: app.producer.send(topic, key, value, partition, None, None)
-        """Hands one changelog write to the producer; its future resolves when it is acknowledged."""
+        self._outbound: Outbound | None = None
+        self._topic_names: dict[str, str] = {}
         self.open: dict[str, Batch] = {}
         """Per cell, the batch events join until it is sealed (``_try_seal``)."""
         self.sealed: dict[str, asyncio.Future[None]] = {}
@@ -174,6 +168,18 @@ class Scheduler:
         self.last_handled = time.monotonic()
         self.handled_offsets: dict[tuple[str, int], int] = {}
         """Per input partition, the offset of the last event the agent took (for the watchdog)."""
+
+    @property
+    def outbound(self) -> Outbound:
+        """The librdkafka producer of the state writes and outputs (``streams/outbound.py``),
+        started on first use."""
+        if self._outbound is None:
+            self._outbound = Outbound(self.settings)
+        return self._outbound
+
+    @outbound.setter
+    def outbound(self, value: Outbound) -> None:
+        self._outbound = value
 
     # ---------------------------------------------------------------------------------- cells
     def policy(self) -> PolicyDocument:
@@ -227,21 +233,22 @@ class Scheduler:
     async def handle(self, event: Any, current: Callable[[], bool] | None = None,
                      ack: Callable[[], object] | None = None) -> list[asyncio.Future[Any]] | None:
         """Handle one input event (from the Faust agent or the control lane). The event joins its
-        cell's open batch (``Batch``); ``ack`` is called once the batch's state writes are handed
-        to the producer, and the returned future resolves once the broker has acknowledged them.
+        cell's open batch (``Batch``); the returned future resolves, and ``ack`` is called, once
+        the broker has acknowledged the batch's state writes.
         ``current`` says whether the event's partition is still this process's once it is its
         turn; if not, the event is left for the next owner (None)."""
         # Backpressure: never overwrite an outbox entry still in flight, and never queue more than
         # SEND_QUEUE batches ahead of the sender.
-        while self._ring_full() or self.sendq.qsize() >= SEND_QUEUE or len(self.stateq) >= SEND_QUEUE:
+        while self._ring_full() or self.sendq.qsize() >= SEND_QUEUE:
             self._room.clear()
             await self._room.wait()
         if current is not None and not current():
             return None
         self.last_handled = time.monotonic()
         self.handled_offsets[(event.message.topic, event.message.partition)] = event.message.offset
-        with metrics.HANDLE_SECONDS.time():
-            name = self._handle(event)
+        started = time.perf_counter()
+        name = self._handle(event)
+        metrics.HANDLE_SECONDS.observe(time.perf_counter() - started)
         if name is None:
             if ack is not None:
                 ack()
@@ -416,54 +423,38 @@ class Scheduler:
                 "n": n, "meta": cell.meta(),
                 "out": [[t, base64.b64encode(k or b"").decode(), base64.b64encode(v).decode(), p] for t, k, v, p in out]}
         self.sealed[cell.name] = batch.durable
-        self.stateq.append((cell.name, batch, self.tables.take(), Staged(cell.name, n, out) if n is not None else None))
-        self._state_wake.set()
+        self._write_state(cell.name, batch, self.tables.take(), Staged(cell.name, n, out) if n is not None else None)
 
-    async def state_loop(self) -> None:
-        """The state writer: sends each sealed batch's writes, in the order they were sealed."""
-        while True:
-            await self._state_wake.wait()
-            self._state_wake.clear()
-            await self.write_state()
-
-    async def write_state(self) -> None:
-        """Send every sealed batch's state writes (the state writer; before a cell is given away;
-        tests). Batches are taken from the queue only under the lock, so they leave in order."""
-        async with self._state_lock:
-            while self.stateq:
-                await self._write_state(*self.stateq.popleft())
-                self._room.set()
-
-    async def _write_state(self, name: str, batch: Batch, writes: list[ChangelogWrite], staged: Staged | None) -> None:
-        """Hand a batch's changelog writes to the producer, all at once (``TrackedTable``), then
-        acknowledge its input: Faust flushes the producer before it commits, so a commit is never
-        past a write not yet handed over. Its outputs are queued to leave once the writes are
-        acknowledged."""
-        state: list[asyncio.Future[Any]] = []
-        for table, topic, partition, key, value in writes:
-            fut = await self.send_state(topic, key, value, partition)
-            fut.add_done_callback(table.on_changelog_acked)
-            state.append(fut)
-        for ack in batch.acks:
-            ack()
+    def _write_state(self, name: str, batch: Batch, writes: list[ChangelogWrite], staged: Staged | None) -> None:
+        """Hand a sealed batch's changelog writes to the producer, all at once; its outputs are
+        queued to leave once the broker has acknowledged them, and its input is acknowledged then
+        too (``_durable``): Faust commits only what was acknowledged, so a commit is never past a
+        write that could still be lost."""
+        state = self.outbound.send([(topic, key, value, partition) for _, topic, partition, key, value in writes])
         if staged is not None:
-            self.sendq.put_nowait((staged, state if self.wait_for_state else []))
-        pending = [f for f in state if not f.done()] if self.wait_for_state else []
-        if not pending:
-            self._durable(name, batch, state)
+            self.sendq.put_nowait((staged, [state] if self.wait_for_state else []))
+        if not self.wait_for_state or state.done():
+            self._durable(name, batch, writes, state)
         else:
-            asyncio.gather(*pending, return_exceptions=True).add_done_callback(
-                lambda _: self._durable(name, batch, state))
+            state.add_done_callback(lambda _: self._durable(name, batch, writes, state))
 
-    def _durable(self, name: str, batch: Batch, state: list[asyncio.Future[Any]]) -> None:
-        """The batch's writes are acknowledged (or failed: the sender exits on that)."""
-        failed = next((f for f in state if f.done() and (f.cancelled() or f.exception() is not None)), None)
+    def _durable(self, name: str, batch: Batch, writes: list[ChangelogWrite], state: asyncio.Future[Offsets]) -> None:
+        """The batch's writes are acknowledged (or failed: the sender exits on that). Records, as
+        Faust's own callback does, the offset each changelog partition is persisted up to."""
+        failed = state.done() and (state.cancelled() or state.exception() is not None)
+        if state.done() and not failed:
+            tables = {topic: table for table, topic, *_ in writes}
+            for (topic, partition), offset in state.result().items():
+                tables[topic].on_changelog_persisted(TP(topic, partition), offset)
         if not batch.durable.done():
-            if failed is None or not self.wait_for_state:
+            if not failed or not self.wait_for_state:
+                for ack in batch.acks:
+                    ack()
                 batch.durable.set_result(None)
             else:
                 batch.durable.set_exception(RuntimeError(f"a state write of cell {name} failed"))
                 batch.durable.exception()  # retrieved: the sender reports it and exits
+        self._room.set()
         if self.sealed.get(name) is batch.durable:
             self._seal_later(name)
 
@@ -539,7 +530,6 @@ class Scheduler:
             if name in self.cells:
                 self.sealed.pop(name, None)  # seal now, in flight or not
                 self._try_seal(name)
-        await self.write_state()
         while not self.sendq.empty():
             await self._send(*self.sendq.get_nowait())
 
@@ -554,28 +544,32 @@ class Scheduler:
         failed = next((f.exception() for f in state if f.cancelled() or f.exception() is not None), None)
         if failed is not None:
             _exit("a state write failed (%s)", failed)
-        sent = [await self._publish(topic, key, value, partition) for topic, key, value, partition in staged.outputs]
+        sent = self.outbound.send([(self._topic_name(topic), key, value, partition)
+                                   for topic, key, value, partition in staged.outputs])
         metrics.OUTPUT_BACKLOG.set(self.sendq.qsize())
         if staged.n is None:
             return
-        futures = [f for f in sent if isinstance(f, asyncio.Future)]
-        if not futures:
-            self._mark_delivered(staged, None)
-            return
-        asyncio.gather(*futures).add_done_callback(lambda f: self._mark_delivered(staged, f))
+        if sent.done():
+            self._mark_delivered(staged, sent)
+        else:
+            sent.add_done_callback(lambda f: self._mark_delivered(staged, f))
 
-    async def _publish(self, topic: str, key: bytes | None, value: bytes, partition: int | None) -> Any:
-        """Hand one output to the producer; returns a future that resolves when it is acknowledged.
-        Straight to the transport producer: Faust's ``send_soon`` path (future message, buffer,
-        serializer lookups) cost more than the rest of sending."""
-        channel = getattr(self.topics, topic)
-        producer = self.app.producer
-        if isinstance(channel, TopicT):
-            return await producer.send(channel.get_topic_name(), key, value, partition, None, None)
-        return channel.send_soon(key=key, value=value, partition=partition)  # a test double
+    async def flush(self) -> None:
+        """Wait until the broker acknowledged everything handed to the producer."""
+        if self._outbound is not None:
+            left = await self._outbound.flush()
+            if left:
+                log.error("%d state write(s) or output(s) were not acknowledged in time", left)
 
-    def _mark_delivered(self, staged: Staged, fut: asyncio.Future[Any] | None) -> None:
-        if fut is not None and (fut.cancelled() or fut.exception() is not None):
+    def _topic_name(self, attr: str) -> str:
+        """The name of the topic an output goes to (``Output`` names the attribute of SchedulerTopics)."""
+        name = self._topic_names.get(attr)
+        if name is None:
+            name = self._topic_names[attr] = getattr(self.topics, attr).get_topic_name()
+        return name
+
+    def _mark_delivered(self, staged: Staged, fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
             _exit("an output could not be delivered (%s); the next owner re-sends the outbox",
                   "cancelled" if fut.cancelled() else fut.exception())
         assert staged.cell is not None and staged.n is not None
@@ -587,49 +581,49 @@ class Scheduler:
     @staticmethod
     def _observe(cell: Cell, fx: Effects, tick: bool) -> None:
         for a in fx.assignments:
-            metrics.ASSIGNMENTS.labels(cell.name, a["pool"]).inc()
+            metrics.child(metrics.ASSIGNMENTS, cell.name, a["pool"]).inc()
             metrics.ASSIGN_LATENCY.observe(max(0.0, (a["assigned_at_ms"] - a["submitted_at_ms"]) / 1000.0))
         for s in fx.statuses:
             if s["state"] == "pending" and s["attempts"] == 0:
-                metrics.SUBMITTED.labels(cell.name).inc()
+                metrics.child(metrics.SUBMITTED, cell.name).inc()
             elif s["state"] in TaskState.TERMINAL:
-                metrics.TERMINAL.labels(cell.name, s["state"]).inc()
-                metrics.COMPLETION_LATENCY.labels(s["priority"]).observe(
+                metrics.child(metrics.TERMINAL, cell.name, s["state"]).inc()
+                metrics.child(metrics.COMPLETION_LATENCY, s["priority"]).observe(
                     max(0.0, (s["updated_at_ms"] - s["submitted_at_ms"]) / 1000.0))
                 rec = cell.tasks.get(s["task_id"])
                 if rec is not None and rec.task.deadline_ms is not None and s["updated_at_ms"] > rec.task.deadline_ms:
-                    metrics.DEADLINE_MISSES.labels(cell.name, s["priority"]).inc()
+                    metrics.child(metrics.DEADLINE_MISSES, cell.name, s["priority"]).inc()
                 if s["state"] == "rejected":
-                    metrics.REJECTIONS.labels(cell.name, (s["reason"] or "unknown").split(":")[0][:40]).inc()
+                    metrics.child(metrics.REJECTIONS, cell.name, (s["reason"] or "unknown").split(":")[0][:40]).inc()
         for r in fx.audits:
-            metrics.AUDIT.labels(cell.name, r["action"]).inc()
+            metrics.child(metrics.AUDIT, cell.name, r["action"]).inc()
             if r["action"] == "reassign":
-                metrics.REASSIGNMENTS.labels(cell.name).inc()
+                metrics.child(metrics.REASSIGNMENTS, cell.name).inc()
             elif r["action"] == "stale-completion":
-                metrics.STALE_COMPLETIONS.labels(cell.name).inc()
-        metrics.QUEUE_DEPTH.labels(cell.name).set(len(cell.queue))
+                metrics.child(metrics.STALE_COMPLETIONS, cell.name).inc()
+        metrics.child(metrics.QUEUE_DEPTH, cell.name).set(len(cell.queue))
         if tick:  # an O(queue) count: on the timer only, not on every event
             by_class = {p.label: 0 for p in Priority}
             for rec in cell.pending_in_order():
                 by_class[rec.task.priority.label] += 1
             for label, n in by_class.items():
-                metrics.QUEUE_DEPTH_BY_CLASS.labels(cell.name, label).set(n)
+                metrics.child(metrics.QUEUE_DEPTH_BY_CLASS, cell.name, label).set(n)
         if any(s["state"] == "succeeded" for s in fx.statuses):
             for pool, st in cell.estimator.stats.items():
                 if st.mae_log is not None:
-                    metrics.PREDICTION_MAE.labels(cell.name, pool).set(st.mae_log)
-                    metrics.PREDICTION_OFF_2X.labels(cell.name, pool).set(st.off_by_2x_share or 0.0)
-                metrics.SHADOW_OVERRIDES.labels(cell.name, pool).set(st.shadow_overrides)
-                metrics.SHADOW_REGRET.labels(cell.name, pool).set(st.regret_s)
+                    metrics.child(metrics.PREDICTION_MAE, cell.name, pool).set(st.mae_log)
+                    metrics.child(metrics.PREDICTION_OFF_2X, cell.name, pool).set(st.off_by_2x_share or 0.0)
+                metrics.child(metrics.SHADOW_OVERRIDES, cell.name, pool).set(st.shadow_overrides)
+                metrics.child(metrics.SHADOW_REGRET, cell.name, pool).set(st.regret_s)
         for pool, state in fx.breakers:
-            metrics.BREAKER_OPEN.labels(cell.name, pool).set(int(state != "closed"))
+            metrics.child(metrics.BREAKER_OPEN, cell.name, pool).set(int(state != "closed"))
         for pool in fx.drifted:
-            metrics.DRIFT_EVENTS.labels(cell.name, pool).inc()
+            metrics.child(metrics.DRIFT_EVENTS, cell.name, pool).inc()
         for r in fx.scaling:
-            metrics.SCALE_RECOMMENDED.labels(cell.name, r["pool"]).set(r["recommended_workers"])
+            metrics.child(metrics.SCALE_RECOMMENDED, cell.name, r["pool"]).set(r["recommended_workers"])
         if fx.scaling:
             for pool in cell.recommended:
-                metrics.RESERVED.labels(cell.name, pool).set(int(pool in cell.reserved))
+                metrics.child(metrics.RESERVED, cell.name, pool).set(int(pool in cell.reserved))
         if fx.workers or tick:
             alive: dict[str, int] = {}
             free: dict[str, int] = {}
@@ -637,8 +631,8 @@ class Scheduler:
                 alive[w.pool] = alive.get(w.pool, 0) + int(w.alive)
                 free[w.pool] = free.get(w.pool, 0) + (max(0, w.free_slots) if w.alive else 0)
             for pool, n in alive.items():
-                metrics.WORKERS_ALIVE.labels(cell.name, pool).set(n)
-                metrics.FREE_SLOTS.labels(cell.name, pool).set(free[pool])
+                metrics.child(metrics.WORKERS_ALIVE, cell.name, pool).set(n)
+                metrics.child(metrics.FREE_SLOTS, cell.name, pool).set(free[pool])
 
     def _deadletter_output(self, msg: Any, key: bytes | None, value: bytes, reason: str,
                            task_id: str | None) -> Output:
@@ -720,10 +714,15 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
     async def start_policy_feed() -> None:
         feed.start()
 
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def flush_outbound(sender: Any, **_: Any) -> None:
+        # What was handed to librdkafka leaves before the process does (what it had not
+        # acknowledged would be read again and re-sent from the outbox, but need not be).
+        await scheduler.flush()
+
     @app.task
-    async def write_state() -> None:
-        # A batch whose writes were not handed over is not acknowledged either.
-        await _or_exit("the state writer", scheduler.state_loop)
+    async def serve_deliveries() -> None:
+        await _or_exit("serving the producer's delivery reports", scheduler.outbound.run)
 
     @app.task
     async def send_outputs() -> None:
@@ -816,9 +815,9 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
         if lane is not None:
             lane.disown({tp.partition for tp in revoked if tp.topic in inputs})
         owned.difference_update((tp.topic, tp.partition) for tp in revoked)
-        # Sealed batches' writes are sent and acknowledged before the cells go, as Faust flushes its
-        # own just before this signal: never a late write into a changelog the next owner reads.
-        await scheduler.write_state()
+        # Sealed batches' writes are acknowledged before the cells go, as Faust flushes its own
+        # just before this signal: never a late write into a changelog the next owner reads.
+        await scheduler.flush()
         await app.producer.flush()
         scheduler.forget_partitions({tp.partition for tp in revoked})
 

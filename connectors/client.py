@@ -20,6 +20,7 @@ from shunter.policies.document import parse_policy
 from shunter.policies.model import Priority, TaskState
 from shunter.streams.codec import CODEC
 from shunter.streams.errors import CodecError
+from shunter.streams.outbound import producer_config
 from shunter.streams.reader import read_records
 from shunter.streams.settings import Settings
 from shunter.streams.topics import TopicNames
@@ -34,10 +35,7 @@ def now_ms() -> int:
 def producer(settings: Settings, **extra: Any) -> Producer:
     """A producer whose key -> partition mapping matches Faust's and Java's (murmur2), so a cell's
     messages land in the same partition whoever sends them."""
-    conf = {**settings.kafka_config(), "linger.ms": 2, "enable.idempotence": True, "acks": "all",
-            "partitioner": "murmur2_random"}
-    conf.update(extra)
-    return Producer(conf)
+    return Producer(producer_config(settings, **extra))
 
 
 def produce(p: Producer, topic: str, key: str, value: bytes) -> None:

@@ -46,8 +46,8 @@ class TrackedTable(faust.Table):
     ``bench throughput``'s no-op agent writing four messages per input: 2,300 inputs/s through the
     buffer, 5,500 straight to the producer (docs/benchmarks/throughput.md, session 10). Here a
     write is encoded as Faust would (the table's serializers, the changelog partition Faust would
-    choose) and kept in ``pending``; the scheduler's state writer sends a sealed batch's writes at
-    once and records each acknowledged offset as Faust's own callback does
+    choose) and kept in ``pending``; the scheduler sends a sealed batch's writes at once
+    (``streams/outbound.py``) and records the acknowledged offsets as Faust's own callback does
     (``Scheduler._write_state``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -72,11 +72,9 @@ class TrackedTable(faust.Table):
             partition = self.app.producer.key_partition(name, k).partition
         self.pending.append((self, name, partition, k, v))
 
-    def on_changelog_acked(self, fut: Any) -> None:
-        """Faust's ``_on_changelog_sent``: the offset a persistent store has data up to."""
-        if not fut.cancelled() and fut.exception() is None:
-            meta = fut.result()
-            self.data.set_persisted_offset(meta.topic_partition, meta.offset)
+    def on_changelog_persisted(self, tp: Any, offset: int) -> None:
+        """What Faust's ``_on_changelog_sent`` records: the offset a persistent store has data up to."""
+        self.data.set_persisted_offset(tp, offset)
 
     def partition_for_key(self, key: Any) -> int | None:
         partition = CHANGELOG_PARTITION.get()

@@ -5,10 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from types import SimpleNamespace
-from unittest import mock
-
-from faust.types import TP
 
 import pytest
 
@@ -40,6 +36,36 @@ def completed(task_id: str, worker_id: str, epoch: int) -> bytes:
                                           "finished_at_ms": now_ms()})
 
 
+class FakeOutbound:
+    """Stands in for the librdkafka producer (``streams/outbound.py``): records what the scheduler
+    hands it. Output batches are acknowledged at once; state batches when the test says so
+    (``Harness.acknowledge_state``)."""
+
+    def __init__(self, harness: "Harness") -> None:
+        self.harness = harness
+
+    async def run(self) -> None:
+        """Nothing to serve: ``send`` records at once."""
+
+    async def flush(self) -> int:
+        return 0
+
+    def send(self, records):
+        fut = asyncio.get_running_loop().create_future()
+        h = self.harness
+        names = {getattr(h.topics, a).get_topic_name(): a for a in ("assignments", "task_status", "audit", "deadletter", "scaling")}
+        for topic, key, value, partition in records:
+            if topic in names:
+                h.sent.setdefault(names[topic], []).append(
+                    {"key": key, "partition": partition, "record": CODEC.decode(value)[1]})
+            else:
+                h.state_writes.append((topic, partition, fut))
+                h.changelog.append((topic, key, value))
+        if all(topic in names for topic, *_ in records):
+            fut.set_result({})
+        return fut
+
+
 class Harness:
     def __init__(self) -> None:
         # One agent reads every input here: the control lane needs a broker (integration tests).
@@ -49,34 +75,21 @@ class Harness:
         self.scheduler: Scheduler = install(self.app, self.topics, self.tables, self.settings)
         self.scheduler.wait_for_state = False  # no broker here: nothing acknowledges the state
         self.state_writes: list[tuple[str, int, asyncio.Future]] = []
-        """Each changelog write the scheduler handed to the producer: topic, partition, its future."""
+        """Each changelog write the scheduler handed to the producer: topic, partition, its batch's future."""
         self.changelog: list[tuple[str, bytes, bytes | None]] = []
         """The same writes' topics, keys and values."""
-        self.scheduler.send_state = self._state_sender
+        self.scheduler.outbound = FakeOutbound(self)
         self.app.finalize()
         self.agent = self.app.agents["scheduler"]
         self.sent: dict[str, list[dict]] = {}
-        for name in ("assignments", "task_status", "audit", "deadletter"):
-            setattr(self.topics, name, mock.Mock(send_soon=mock.Mock(side_effect=self._recorder(name))))
-
-    async def _state_sender(self, topic, key, value, partition):
-        fut = asyncio.get_running_loop().create_future()
-        self.state_writes.append((topic, partition, fut))
-        self.changelog.append((topic, key, value))
-        return fut
 
     def acknowledge_state(self) -> list[str]:
         """The broker acknowledges every state write sent so far; returns their tables, sorted."""
         pending = [(t, p, f) for t, p, f in self.state_writes if not f.done()]
         for topic, partition, fut in pending:
-            fut.set_result(SimpleNamespace(topic_partition=TP(topic, partition), offset=0))
+            if not fut.done():
+                fut.set_result({(topic, partition): 0})
         return sorted(t.split("-")[-2] for t, _, _ in pending)  # <app>-<table>-changelog
-
-    def _recorder(self, name: str):
-        def record(key, value, partition=None):
-            self.sent.setdefault(name, []).append(
-                {"key": key, "partition": partition, "record": CODEC.decode(value)[1]})
-        return record
 
     def run(self, *messages: bytes) -> None:
         async def go() -> None:
@@ -163,21 +176,24 @@ def test_events_behind_an_unacknowledged_batch_share_one_outbox_entry_and_are_ac
         harness.app.flow_control.resume()
         async with harness.agent.test_context() as agent:
             hb = await agent.put(heartbeat("w1", slots=8), key=b"c1")
-            await s.write_state()
-            assert hb.message.acked, "nothing was in flight: sealed, its state sent and acknowledged at once"
+            assert "c1" not in s.open and len(harness.state_writes) == 1, "nothing was in flight: sealed at once"
+            assert not hb.message.acked, "input is acknowledged only once the broker acknowledged its state"
             events = [await agent.put(submitted(f"t{i}"), key=b"c1") for i in range(5)]
             assert s.open["c1"].events == 5 and not outbox() and "t0" not in harness.tables.tasks
             assert not any(e.message.acked for e in events), "input is acknowledged only once its batch is written"
             assert "assignments" not in harness.sent
             assert harness.acknowledge_state() == ["workers"], "the heartbeat's batch: its worker record"
             await asyncio.sleep(0.01)
-            await s.write_state()
-            assert "c1" not in s.open and all(e.message.acked for e in events)
+            assert hb.message.acked
+            assert "c1" not in s.open, "sealed once the batch before it was acknowledged"
+            assert not any(e.message.acked for e in events)
             (entry,) = outbox()
             assert sorted(t for t, *_ in entry["out"]) == ["assignments"] * 5 + ["audit"] * 5 + ["task_status"] * 5
             assert entry["meta"]["seq"] == 5, "the entry carries the audit head after the batch's last event"
             assert sorted(harness.tables.tasks) == [f"t{i}" for i in range(5)]
             assert harness.acknowledge_state() == ["cells"] + ["tasks"] * 5, "one write per task, one outbox entry"
+            await asyncio.sleep(0.01)
+            assert all(e.message.acked for e in events)
             await s.drain()
             await agent.put(submitted("t8"), key=b"c1")         # sealed at once, and in flight
             late = await agent.put(submitted("t9"), key=b"c1")  # joins a batch behind it

@@ -1,0 +1,127 @@
+"""What the scheduler writes, through a librdkafka producer: its tables' changelog writes and its outputs.
+
+Faust's own producer is aiokafka's, in Python on the event loop: per message a coroutine, a
+future, the partitioner, the accumulator's bookkeeping, and when the broker answers, one
+``set_result`` and one callback per message. Measured on this machine (a loop of 100,000
+messages of 250 bytes): 18 us of CPU per message, all of it holding the GIL the scheduler's
+decisions need. librdkafka batches, sends and reads the broker's answers in threads of its own,
+in C: 1.4 us per message on the calling thread, 2.8 us for the whole process
+(docs/benchmarks/throughput.md, session 12).
+
+A scheduler writes four messages and a fraction per placed task, so they go through here, a
+batch at a time: ``send`` queues a sealed batch's records and returns one future, resolved once
+the broker has acknowledged every one of them (or failed with the first error).
+
+The delivery reports are served on the event loop (``run``: ``poll(0)`` every millisecond while
+anything is in flight), not by a thread of their own: librdkafka calls back into Python once per
+message, and a thread must take the GIL for each call. With the event loop busy deciding, a
+polling thread got it once per switch interval, so a batch of 130 writes took about 40 ms to be
+reported acknowledged, and group commit waited on that (session 12).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Sequence
+
+from confluent_kafka import KafkaException, Producer
+
+from shunter.streams.settings import Settings
+
+Record = tuple[str, "bytes | None", "bytes | None", "int | None"]
+"""(topic name, key, value, partition or None for the key's partition)."""
+Offsets = dict[tuple[str, int], int]
+"""Per (topic, partition), the offset of the last record of a batch the broker acknowledged."""
+
+POLL_S = 0.001
+"""How often the event loop serves delivery reports while anything is in flight."""
+FULL_WAIT_S = 0.001
+"""How long ``send`` waits for room when librdkafka's local queue is full (it never drops a record)."""
+
+
+def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    """A producer whose key -> partition mapping matches Faust's, aiokafka's and Java's (murmur2),
+    so a key lands in the same partition whoever sends it; idempotent, so a retry never writes a
+    record twice or out of order."""
+    return {**settings.kafka_config(), "linger.ms": 2, "enable.idempotence": True, "acks": "all",
+            "partitioner": "murmur2_random", **extra}
+
+
+class _Delivery:
+    """Counts one batch's delivery reports and resolves its future when the last one arrived."""
+
+    __slots__ = ("future", "left", "error", "offsets")
+
+    def __init__(self, future: asyncio.Future[Offsets], n: int) -> None:
+        self.future, self.left = future, n
+        self.error: Any = None
+        self.offsets: Offsets = {}
+
+    def __call__(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            if self.error is None:
+                self.error = err
+        else:
+            tp = (msg.topic(), msg.partition())
+            offset = msg.offset()
+            if offset > self.offsets.get(tp, -1):
+                self.offsets[tp] = offset
+        self.left -= 1
+        if self.left == 0 and not self.future.done():
+            if self.error is not None:
+                self.future.set_exception(KafkaException(self.error))
+            else:
+                self.future.set_result(self.offsets)
+
+
+class Outbound:
+    """One librdkafka producer; its delivery reports are served by ``run`` on the event loop."""
+
+    def __init__(self, settings: Settings, linger_ms: int = 1, **extra: Any) -> None:
+        # Batches up to 512 KB, as Faust's producer was set (streams/app.py): a sealed batch's
+        # writes to one partition leave in one request. Nagle off: on loopback it held small
+        # requests back for tens of milliseconds.
+        self.producer = Producer(producer_config(settings, **{
+            "linger.ms": linger_ms, "batch.size": 512 * 1024, "queue.buffering.max.messages": 1_000_000,
+            "socket.nagle.disable": True, **extra}))
+        self._busy = asyncio.Event()
+
+    async def run(self) -> None:
+        """Serve delivery reports for as long as the scheduler runs."""
+        while True:
+            if not len(self.producer):
+                self._busy.clear()
+                await self._busy.wait()
+            self.producer.poll(0)
+            await asyncio.sleep(POLL_S)
+
+    def send(self, records: Sequence[Record]) -> asyncio.Future[Offsets]:
+        """Queue ``records`` in order; the future resolves once the broker acknowledged them all."""
+        future: asyncio.Future[Offsets] = asyncio.get_running_loop().create_future()
+        if not records:
+            future.set_result({})
+            return future
+        report = _Delivery(future, len(records))
+        produce = self.producer.produce
+        for topic, key, value, partition in records:
+            while True:
+                try:
+                    if partition is None:
+                        produce(topic, value, key, on_delivery=report)
+                    else:
+                        produce(topic, value, key, partition, on_delivery=report)
+                    break
+                except BufferError:
+                    # The local queue is full: wait for the broker (reports served here too).
+                    self.producer.poll(FULL_WAIT_S)
+        self._busy.set()
+        return future
+
+    async def flush(self, timeout: float = 60.0) -> int:
+        """Wait until every queued record is acknowledged (or ``timeout``); returns how many are left."""
+        deadline = time.monotonic() + timeout
+        while len(self.producer) and time.monotonic() < deadline:
+            self.producer.poll(0)
+            await asyncio.sleep(POLL_S)
+        return len(self.producer)

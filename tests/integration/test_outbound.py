@@ -1,0 +1,62 @@
+"""The scheduler's librdkafka producer (streams/outbound.py) against a real broker: one future per
+batch, resolved with the last offset per partition once every record is acknowledged, records in
+order, keys on the partitions aiokafka (Faust's producer) would choose."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka.partitioner import DefaultPartitioner
+
+from shunter.streams.outbound import Outbound
+from shunter.streams.reader import read_topic
+from shunter.streams.topics import TopicNames
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_batch_resolves_once_acknowledged_with_its_last_offsets_in_order(settings):
+    topic = TopicNames(settings).task_status  # any topic of the run: two partitions
+
+    async def go() -> tuple[dict, dict, int]:
+        out = Outbound(settings)
+        runner = asyncio.create_task(out.run())
+        try:
+            first = out.send([(topic, f"k{i}".encode(), f"v{i}".encode(), 1) for i in range(5)])
+            keyed = out.send([(topic, f"task-{i}".encode(), f"w{i}".encode(), None) for i in range(40)])
+            empty = out.send([])
+            assert empty.done() and empty.result() == {}, "nothing to send: resolved at once"
+            got = await asyncio.wait_for(asyncio.gather(first, keyed), 30)
+            return got[0], got[1], await out.flush(10)
+        finally:
+            runner.cancel()
+
+    first, keyed, left = asyncio.run(go())
+    assert left == 0
+    assert first == {(topic, 1): 4}, "five records on partition 1: offsets 0-4"
+    records = list(read_topic(settings, topic))
+    on = {p: [r for r in records if r.partition() == p] for p in (0, 1)}
+    assert [r.value() for r in on[1][:5]] == [f"v{i}".encode() for i in range(5)], "in the order sent"
+    for p, rs in on.items():
+        assert keyed.get((topic, p)) == rs[-1].offset(), "the last offset of the batch on each partition"
+    choose = DefaultPartitioner()
+    for r in (r for r in records if r.key().startswith(b"task-")):
+        assert r.partition() == choose(r.key(), [0, 1], [0, 1]), "murmur2, as aiokafka and Java choose"
+
+
+def test_a_write_the_broker_refuses_fails_the_batch(settings):
+    async def go() -> BaseException | None:
+        out = Outbound(settings, **{"message.timeout.ms": 3000})
+        runner = asyncio.create_task(out.run())
+        try:
+            fut = out.send([(TopicNames(settings).task_status, b"k", b"v", 7)])  # no partition 7
+            try:
+                await asyncio.wait_for(fut, 30)
+            except Exception as exc:  # noqa: BLE001
+                return exc
+            return None
+        finally:
+            runner.cancel()
+
+    assert asyncio.run(go()) is not None, "an undeliverable record fails its batch's future"
