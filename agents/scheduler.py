@@ -129,6 +129,16 @@ async def _or_exit(what: str, run: Callable[[], Awaitable[None]]) -> None:
         _exit("%s failed", what)
 
 
+def _crash_only(what: str, run: Callable[..., None], *args: Any) -> None:
+    """Run ``run(*args)`` from a callback, where an exception would only be logged by asyncio and
+    leave a batch unacknowledged or its outputs unsent for ever: crash-only instead."""
+    try:
+        run(*args)
+    except Exception:  # noqa: BLE001
+        log.exception("%s failed", what)
+        _exit("%s failed", what)
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -147,9 +157,10 @@ class Scheduler:
         self.timing = CellTiming(lease_s=settings.lease_s, heartbeat_timeout_s=settings.heartbeat_timeout_s)
         self._policy: PolicyDocument = default_policy()
         self.recent_audit: deque[dict[str, Any]] = deque(maxlen=RECENT_AUDIT)
-        self.sendq: asyncio.Queue[tuple[Staged, list[asyncio.Future[Any]]]] = asyncio.Queue()
-        """Outputs in the order they may leave, each with the state writes it waits for (bounded by
-        ``SEND_QUEUE``: the agent waits before handling more)."""
+        self.sendq: deque[tuple[Staged, asyncio.Future[Offsets] | None, float]] = deque()
+        """Outputs in the order they may leave, each with the future of the state writes it waits
+        for and when it was queued (bounded by ``SEND_QUEUE``: the agent waits before handling
+        more). ``_release`` sends them from the head as those writes are acknowledged."""
         self._outbound: Outbound | None = None
         self._topic_names: dict[str, str] = {}
         self.open: dict[str, Batch] = {}
@@ -239,7 +250,7 @@ class Scheduler:
         turn; if not, the event is left for the next owner (None)."""
         # Backpressure: never overwrite an outbox entry still in flight, and never queue more than
         # SEND_QUEUE batches ahead of the sender.
-        while self._ring_full() or self.sendq.qsize() >= SEND_QUEUE:
+        while self._ring_full() or len(self.sendq) >= SEND_QUEUE:
             self._room.clear()
             await self._room.wait()
         if current is not None and not current():
@@ -257,7 +268,7 @@ class Scheduler:
         if ack is not None:
             batch.acks.append(ack)
         self._try_seal(name)
-        metrics.OUTPUT_BACKLOG.set(self.sendq.qsize())
+        metrics.OUTPUT_BACKLOG.set(len(self.sendq))
         return [batch.durable]
 
     def _handle(self, event: Any) -> str | None:
@@ -284,7 +295,7 @@ class Scheduler:
                                  f"{', '.join(self.settings.cells)} (SHUNTER_CELLS)")
         except CodecError as exc:
             # No cell, no state to wait for: the dead letter goes to the sender as it is.
-            self.sendq.put_nowait((Staged(None, None, [self._deadletter_output(msg, event.key, event.value, str(exc), None)]), []))
+            self._queue_outputs(Staged(None, None, [self._deadletter_output(msg, event.key, event.value, str(exc), None)]), None)
             return None
         now = now_ms()
         cell = self.cell(rec.get("cell") or "default", msg.partition)
@@ -432,11 +443,11 @@ class Scheduler:
         write that could still be lost."""
         state = self.outbound.send([(topic, key, value, partition) for _, topic, partition, key, value in writes])
         if staged is not None:
-            self.sendq.put_nowait((staged, [state] if self.wait_for_state else []))
+            self._queue_outputs(staged, state if self.wait_for_state else None)
         if not self.wait_for_state or state.done():
             self._durable(name, batch, writes, state)
         else:
-            state.add_done_callback(lambda _: self._durable(name, batch, writes, state))
+            state.add_done_callback(lambda _: _crash_only("recording a durable batch", self._durable, name, batch, writes, state))
 
     def _durable(self, name: str, batch: Batch, writes: list[ChangelogWrite], state: asyncio.Future[Offsets]) -> None:
         """The batch's writes are acknowledged (or failed: the sender exits on that). Records, as
@@ -454,18 +465,9 @@ class Scheduler:
             else:
                 batch.durable.set_exception(RuntimeError(f"a state write of cell {name} failed"))
                 batch.durable.exception()  # retrieved: the sender reports it and exits
-        self._room.set()
+        self._release()
         if self.sealed.get(name) is batch.durable:
-            self._seal_later(name)
-
-    def _seal_later(self, name: str) -> None:
-        """``_try_seal`` from a callback, where an exception would only be logged by asyncio and
-        leave the batch's input unacknowledged for ever: crash-only instead."""
-        try:
             self._try_seal(name)
-        except Exception:  # noqa: BLE001
-            log.exception("sealing a batch of cell %s failed", name)
-            _exit("a batch could not be sealed")
 
     def _slot(self, cell: str, n: int) -> str:
         return f"{cell}#outbox#{n % self.outbox_ring}"
@@ -513,46 +515,55 @@ class Scheduler:
         # Tracked under the oldest entry's number: no entry of the ring is overwritten before the
         # re-sent outputs are acknowledged (the ring is full while that number is in flight).
         self.inflight[cell.name].add(entries[0]["n"])
-        self.sendq.put_nowait((Staged(cell.name, entries[0]["n"], out), []))  # its state is durable already
+        self._queue_outputs(Staged(cell.name, entries[0]["n"], out), None)  # its state is durable already
         log.warning("cell %s: re-sending %d output(s) of the last %d event(s) from the outbox",
                     cell.name, len(out), len(entries))
 
-    async def send_loop(self) -> None:
-        """The ordered sender: each batch's outputs leave only once its state writes are acknowledged."""
-        while True:
-            item = await self.sendq.get()
-            self._room.set()
-            await self._send(*item)
+    def _queue_outputs(self, staged: Staged, state: asyncio.Future[Offsets] | None) -> None:
+        """Outputs leave in the order they are queued, each once ``state`` (the writes it
+        follows; None: nothing to wait for) is acknowledged."""
+        self.sendq.append((staged, state, time.monotonic()))
+        self._release()
+
+    def _release(self) -> None:
+        """The ordered sender: hand the outputs at the head of the queue to the producer while the
+        state they follow is acknowledged. Called when outputs are queued and when a batch's
+        state is acknowledged (``_durable``), so they leave in the same turn of the event loop."""
+        while self.sendq:
+            staged, state, _ = self.sendq[0]
+            if state is not None and not state.done():
+                break
+            self.sendq.popleft()
+            if state is not None and (state.cancelled() or state.exception() is not None):
+                # Crash-only: nothing of this batch may leave; the next owner reads its input again.
+                _exit("a state write failed (%s)", "cancelled" if state.cancelled() else state.exception())
+            self._send(staged)
+        self._room.set()
+        metrics.OUTPUT_BACKLOG.set(len(self.sendq))
+
+    def check_state_acks(self) -> None:
+        """Crash-only if the batch at the head of the queue waited for its state longer than
+        ``SHUNTER_STATE_ACK_TIMEOUT_S``: the broker never acknowledged it, a supervisor restarts
+        the scheduler, the input is read again and nothing of that batch has left."""
+        if self.sendq and time.monotonic() - self.sendq[0][2] > self.state_ack_timeout_s:
+            _exit("state writes not acknowledged in %ss", self.state_ack_timeout_s)
 
     async def drain(self) -> None:
-        """Seal every open batch and send whatever is queued (tests, and a clean shutdown)."""
+        """Seal every open batch (tests)."""
         for name in list(self.open):
             if name in self.cells:
                 self.sealed.pop(name, None)  # seal now, in flight or not
                 self._try_seal(name)
-        while not self.sendq.empty():
-            await self._send(*self.sendq.get_nowait())
 
-    async def _send(self, staged: Staged, state: list[asyncio.Future[Any]]) -> None:
-        pending = [f for f in state if not f.done()]
-        if pending:
-            done, late = await asyncio.wait(pending, timeout=self.state_ack_timeout_s)
-            if late:
-                # Crash-only: the broker never acknowledged this state. A supervisor restarts us;
-                # the input is redelivered and nothing of this event has left.
-                _exit("state writes not acknowledged in %ss", self.state_ack_timeout_s)
-        failed = next((f.exception() for f in state if f.cancelled() or f.exception() is not None), None)
-        if failed is not None:
-            _exit("a state write failed (%s)", failed)
+    def _send(self, staged: Staged) -> None:
         sent = self.outbound.send([(self._topic_name(topic), key, value, partition)
                                    for topic, key, value, partition in staged.outputs])
-        metrics.OUTPUT_BACKLOG.set(self.sendq.qsize())
         if staged.n is None:
             return
         if sent.done():
             self._mark_delivered(staged, sent)
         else:
-            sent.add_done_callback(lambda f: self._mark_delivered(staged, f))
+            sent.add_done_callback(lambda f: _crash_only("recording delivered outputs", self._mark_delivered, staged, f))
 
     async def flush(self) -> None:
         """Wait until the broker acknowledged everything handed to the producer."""
@@ -576,7 +587,7 @@ class Scheduler:
         self.inflight.get(staged.cell, set()).discard(staged.n)
         self._room.set()
         if staged.cell in self.open:  # it may have waited for a free outbox entry
-            self._seal_later(staged.cell)
+            self._try_seal(staged.cell)
 
     @staticmethod
     def _observe(cell: Cell, fx: Effects, tick: bool) -> None:
@@ -724,10 +735,9 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
     async def serve_deliveries() -> None:
         await _or_exit("serving the producer's delivery reports", scheduler.outbound.run)
 
-    @app.task
-    async def send_outputs() -> None:
-        # A failed send would otherwise end this task and leave every later output unsent.
-        await _or_exit("the sender", scheduler.send_loop)
+    @app.timer(interval=1.0)
+    async def check_state_acks() -> None:
+        scheduler.check_state_acks()
 
     continuity = Continuity(settings)
 

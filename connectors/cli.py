@@ -159,10 +159,13 @@ def _quiet_collector() -> None:
     (under 4 ms) stay as they are, so short-lived cycles are still freed promptly."""
     import gc
 
+    from shunter.agents import metrics
+
     gc.collect()
     gc.freeze()
     young, middle, _ = gc.get_threshold()
     gc.set_threshold(young, middle, GC_FULL_EVERY)
+    metrics.time_collections()
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
