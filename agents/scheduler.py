@@ -164,6 +164,8 @@ class Scheduler:
         self._outbound: Outbound | None = None
         self._topic_names: dict[str, str] = {}
         self.open: dict[str, Batch] = {}
+        self._seal_soon: set[str] = set()
+        """Cells whose open batch is to be sealed at the end of the current turn of the event loop."""
         """Per cell, the batch events join until it is sealed (``_try_seal``)."""
         self.sealed: dict[str, asyncio.Future[None]] = {}
         """Per cell, the ``durable`` future of the last sealed batch: while it is pending, the open
@@ -380,12 +382,17 @@ class Scheduler:
         batch.bytes += sum(len(o[2]) for o in out[first:])
 
     # --------------------------------------------------------------------------------- outbox
-    def _try_seal(self, name: str) -> None:
-        """Seal ``name``'s open batch now unless the previous one's state is still in flight (then
-        it keeps gathering events and is sealed when that state is acknowledged: group commit,
-        one outbox entry and one write per changed record for all of them) or the outbox ring has
-        no free entry (then it is sealed when one frees). At low load nothing is in flight and
-        every event is sealed at once."""
+    def _try_seal(self, name: str, at_once: bool = False) -> None:
+        """Seal ``name``'s open batch unless the previous one's state is still in flight (then it
+        keeps gathering events and is sealed when that state is acknowledged: group commit, one
+        outbox entry and one write per changed record for all of them) or the outbox ring has no
+        free entry (then it is sealed when one frees).
+
+        With nothing in flight the batch is sealed at the end of the current turn of the event
+        loop, unless ``at_once``: the other records of the same fetch, which Faust hands to the
+        agent in that turn, join it instead of waiting a broker round trip behind it. It adds no
+        wait: the loop runs the seal as soon as the agent has nothing more in hand. Urgent and
+        full batches are sealed at once."""
         batch = self.open.get(name)
         if batch is None:
             return
@@ -395,6 +402,11 @@ class Scheduler:
             return
         if self._ring_full_for(name):
             return
+        if not (now or at_once):
+            if name not in self._seal_soon:
+                self._seal_soon.add(name)
+                asyncio.get_running_loop().call_soon(self._seal_at_end_of_turn, name)
+            return
         del self.open[name]
         # Sealed after its events (from a callback, or during a later event of another cell): its
         # writes go to the cell's changelog partition, as the events' own would.
@@ -403,6 +415,10 @@ class Scheduler:
             self._seal(self.cells[name], batch)
         finally:
             CHANGELOG_PARTITION.reset(token)
+
+    def _seal_at_end_of_turn(self, name: str) -> None:
+        self._seal_soon.discard(name)
+        _crash_only("sealing a batch", self._try_seal, name, True)
 
     def _seal(self, cell: Cell, batch: Batch) -> None:
         """Write the batch's state: each changed task and worker record, the audit head on a tick,
@@ -467,7 +483,7 @@ class Scheduler:
                 batch.durable.exception()  # retrieved: the sender reports it and exits
         self._release()
         if self.sealed.get(name) is batch.durable:
-            self._try_seal(name)
+            self._try_seal(name, at_once=True)
 
     def _slot(self, cell: str, n: int) -> str:
         return f"{cell}#outbox#{n % self.outbox_ring}"
@@ -553,7 +569,7 @@ class Scheduler:
         for name in list(self.open):
             if name in self.cells:
                 self.sealed.pop(name, None)  # seal now, in flight or not
-                self._try_seal(name)
+                self._try_seal(name, at_once=True)
 
     def _send(self, staged: Staged) -> None:
         sent = self.outbound.send([(self._topic_name(topic), key, value, partition)
@@ -587,7 +603,7 @@ class Scheduler:
         self.inflight.get(staged.cell, set()).discard(staged.n)
         self._room.set()
         if staged.cell in self.open:  # it may have waited for a free outbox entry
-            self._try_seal(staged.cell)
+            self._try_seal(staged.cell, at_once=True)
 
     @staticmethod
     def _observe(cell: Cell, fx: Effects, tick: bool) -> None:

@@ -176,7 +176,9 @@ def test_events_behind_an_unacknowledged_batch_share_one_outbox_entry_and_are_ac
         harness.app.flow_control.resume()
         async with harness.agent.test_context() as agent:
             hb = await agent.put(heartbeat("w1", slots=8), key=b"c1")
-            assert "c1" not in s.open and len(harness.state_writes) == 1, "nothing was in flight: sealed at once"
+            assert "c1" in s.open, "nothing in flight: sealed at the end of this turn of the event loop"
+            await asyncio.sleep(0)
+            assert "c1" not in s.open and len(harness.state_writes) == 1, "sealed, with nothing else to wait for"
             assert not hb.message.acked, "input is acknowledged only once the broker acknowledged its state"
             events = [await agent.put(submitted(f"t{i}"), key=b"c1") for i in range(5)]
             assert s.open["c1"].events == 5 and not outbox() and "t0" not in harness.tables.tasks
@@ -223,3 +225,35 @@ def test_state_writes_are_encoded_as_faust_writes_its_changelogs(harness):
     asyncio.run(evict())
     ((_, topic, partition, key, value),) = harness.tables.take()
     assert (topic.split("-")[-2], partition, json.loads(key), value) == ("tasks", 0, "t1", None), "a tombstone"
+
+
+def test_records_handed_over_in_one_turn_share_a_batch_when_nothing_is_in_flight(harness):
+    """With nothing in flight a batch is sealed at the end of the event loop's turn, so the records
+    of one fetch go out as one batch instead of the second waiting a round trip behind the first."""
+    from shunter.agents.control import ControlEvent, ControlMessage
+    from shunter.streams.topics import TopicNames
+
+    s, names = harness.scheduler, TopicNames(harness.settings)
+    s.wait_for_state = True
+
+    def event(topic: str, offset: int, value: bytes) -> ControlEvent:
+        return ControlEvent(ControlMessage(topic, 0, offset, time.time()), b"c1", value)
+
+    def outbox() -> list[dict]:
+        return [v for k, v in harness.tables.cells.items() if "#outbox#" in k]
+
+    async def go() -> None:
+        await s.handle(event(names.heartbeats, 0, heartbeat("w1", slots=8)))
+        await asyncio.sleep(0)
+        assert harness.acknowledge_state() == ["workers"]
+        await asyncio.sleep(0)
+        for i in range(3):  # one fetch's worth, handed over without the loop turning
+            await s.handle(event(names.tasks, i, submitted(f"t{i}")))
+        assert not outbox(), "not sealed while the agent still has records in hand"
+        await asyncio.sleep(0)
+        (entry,) = outbox()
+        assert sorted(t for t, *_ in entry["out"]) == ["assignments"] * 3 + ["audit"] * 3 + ["task_status"] * 3
+        assert harness.acknowledge_state() == ["cells"] + ["tasks"] * 3
+        await asyncio.sleep(0)
+        assert sorted(a["record"]["task_id"] for a in harness.sent["assignments"]) == ["t0", "t1", "t2"]
+    asyncio.run(go())
