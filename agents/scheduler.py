@@ -105,11 +105,13 @@ class Batch:
 @dataclass
 class Staged:
     """One event's outputs and the number of the outbox entry that holds them (a new owner's
-    re-send carries the oldest entry's number; None: dead letters of undecodable input)."""
+    re-send carries the oldest entry's number; None: dead letters of undecodable input, whose
+    ``delivered`` resolves once the broker has them)."""
 
     cell: str | None
     n: int | None
     outputs: list[Output]
+    delivered: asyncio.Future[None] | None = None
 
 
 def _exit(msg: str, *args: Any) -> NoReturn:
@@ -164,9 +166,9 @@ class Scheduler:
         self._outbound: Outbound | None = None
         self._topic_names: dict[str, str] = {}
         self.open: dict[str, Batch] = {}
+        """Per cell, the batch events join until it is sealed (``_try_seal``)."""
         self._seal_soon: set[str] = set()
         """Cells whose open batch is to be sealed at the end of the current turn of the event loop."""
-        """Per cell, the batch events join until it is sealed (``_try_seal``)."""
         self.sealed: dict[str, asyncio.Future[None]] = {}
         """Per cell, the ``durable`` future of the last sealed batch: while it is pending, the open
         batch keeps gathering events (group commit)."""
@@ -247,7 +249,8 @@ class Scheduler:
                      ack: Callable[[], object] | None = None) -> list[asyncio.Future[Any]] | None:
         """Handle one input event (from the Faust agent or the control lane). The event joins its
         cell's open batch (``Batch``); the returned future resolves, and ``ack`` is called, once
-        the broker has acknowledged the batch's state writes.
+        the broker has acknowledged the batch's state writes (for input refused before it reaches
+        a cell: its dead letter).
         ``current`` says whether the event's partition is still this process's once it is its
         turn; if not, the event is left for the next owner (None)."""
         # Backpressure: never overwrite an outbox entry still in flight, and never queue more than
@@ -262,10 +265,14 @@ class Scheduler:
         started = time.perf_counter()
         name = self._handle(event)
         metrics.HANDLE_SECONDS.observe(time.perf_counter() - started)
-        if name is None:
+        if isinstance(name, Staged):
+            # Dead-lettered before reaching a cell: its input is acknowledged once the dead letter
+            # is delivered (Faust flushes only its own producer before it commits).
+            delivered = name.delivered
+            assert delivered is not None
             if ack is not None:
-                ack()
-            return []
+                delivered.add_done_callback(lambda f: None if f.cancelled() or f.exception() is not None else ack())
+            return [delivered]
         batch = self.open[name]
         if ack is not None:
             batch.acks.append(ack)
@@ -273,9 +280,9 @@ class Scheduler:
         metrics.OUTPUT_BACKLOG.set(len(self.sendq))
         return [batch.durable]
 
-    def _handle(self, event: Any) -> str | None:
-        """Decide one event; returns the name of the cell whose open batch it joined (None: the
-        input was dead-lettered before reaching a cell)."""
+    def _handle(self, event: Any) -> str | Staged:
+        """Decide one event; returns the name of the cell whose open batch it joined, or the dead
+        letter queued for input that was refused before reaching a cell."""
         msg = event.message
         if msg.timestamp:
             metrics.EVENT_AGE.observe(max(0.0, time.time() - msg.timestamp))
@@ -297,8 +304,10 @@ class Scheduler:
                                  f"{', '.join(self.settings.cells)} (SHUNTER_CELLS)")
         except CodecError as exc:
             # No cell, no state to wait for: the dead letter goes to the sender as it is.
-            self._queue_outputs(Staged(None, None, [self._deadletter_output(msg, event.key, event.value, str(exc), None)]), None)
-            return None
+            dead = Staged(None, None, [self._deadletter_output(msg, event.key, event.value, str(exc), None)],
+                          asyncio.get_running_loop().create_future())
+            self._queue_outputs(dead, None)
+            return dead
         now = now_ms()
         cell = self.cell(rec.get("cell") or "default", msg.partition)
         fx = Effects()
@@ -575,6 +584,12 @@ class Scheduler:
         sent = self.outbound.send([(self._topic_name(topic), key, value, partition)
                                    for topic, key, value, partition in staged.outputs])
         if staged.n is None:
+            if staged.delivered is not None:
+                if sent.done():
+                    self._dead_letter_delivered(staged, sent)
+                else:
+                    sent.add_done_callback(lambda f: _crash_only("recording a delivered dead letter",
+                                                                 self._dead_letter_delivered, staged, f))
             return
         if sent.done():
             self._mark_delivered(staged, sent)
@@ -585,6 +600,7 @@ class Scheduler:
         """Wait until the broker acknowledged everything handed to the producer."""
         if self._outbound is not None:
             left = await self._outbound.flush()
+            await asyncio.sleep(0)  # the last acknowledgements' callbacks: their input is acknowledged
             if left:
                 log.error("%d state write(s) or output(s) were not acknowledged in time", left)
 
@@ -594,6 +610,14 @@ class Scheduler:
         if name is None:
             name = self._topic_names[attr] = getattr(self.topics, attr).get_topic_name()
         return name
+
+    @staticmethod
+    def _dead_letter_delivered(staged: Staged, fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            # Crash-only: its input was not acknowledged, and is read and refused again after the restart.
+            _exit("a dead letter could not be delivered (%s)", "cancelled" if fut.cancelled() else fut.exception())
+        if staged.delivered is not None and not staged.delivered.done():
+            staged.delivered.set_result(None)
 
     def _mark_delivered(self, staged: Staged, fut: asyncio.Future[Any]) -> None:
         if fut.cancelled() or fut.exception() is not None:

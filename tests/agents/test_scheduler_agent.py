@@ -257,3 +257,29 @@ def test_records_handed_over_in_one_turn_share_a_batch_when_nothing_is_in_flight
         await asyncio.sleep(0)
         assert sorted(a["record"]["task_id"] for a in harness.sent["assignments"]) == ["t0", "t1", "t2"]
     asyncio.run(go())
+
+
+def test_a_dead_lettered_input_is_acknowledged_once_its_dead_letter_is_delivered(harness):
+    """Nothing is lost: a refused input is committed only once the broker has its dead letter."""
+    held: list[asyncio.Future] = []
+
+    class Holding(FakeOutbound):
+        def send(self, records):
+            fut = super().send(records)
+            if fut.done():  # outputs: the broker acknowledges them when the test says so
+                fut = asyncio.get_running_loop().create_future()
+                held.append(fut)
+            return fut
+
+    harness.scheduler.outbound = Holding(harness)
+
+    async def go() -> None:
+        harness.app.flow_control.resume()
+        async with harness.agent.test_context() as agent:
+            event = await agent.put(b"\x00garbage", key=b"c1")
+            assert harness.sent["deadletter"] and not event.message.acked, "sent, not acknowledged yet"
+            (delivered,) = held
+            delivered.set_result({})
+            await asyncio.sleep(0.01)
+            assert event.message.acked
+    asyncio.run(go())
