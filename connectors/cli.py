@@ -130,6 +130,9 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     if json_logs():
         worker.loghandlers = [handler()]
     _quiet_collector()
+    from shunter.agents import metrics
+
+    metrics.time_collections()  # shunter_gc_pause_seconds: what each collection cost the event loop
     # Faust's consumer runs in a thread of its own and hands fetched records to the event loop;
     # while the loop is busy, that thread waits for the GIL up to the switch interval (5 ms by
     # default) at every hand-over. 1 ms: submit-to-assignment p99 at half the maximum rate
@@ -159,13 +162,10 @@ def _quiet_collector() -> None:
     (under 4 ms) stay as they are, so short-lived cycles are still freed promptly."""
     import gc
 
-    from shunter.agents import metrics
-
     gc.collect()
     gc.freeze()
     young, middle, _ = gc.get_threshold()
     gc.set_threshold(young, middle, GC_FULL_EVERY)
-    metrics.time_collections()
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
