@@ -8,6 +8,7 @@ import asyncio
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
+from confluent_kafka import KafkaException
 
 from shunter.streams.outbound import Outbound
 from shunter.streams.reader import read_topic
@@ -59,4 +60,5 @@ def test_a_write_the_broker_refuses_fails_the_batch(settings):
         finally:
             runner.cancel()
 
-    assert asyncio.run(go()) is not None, "an undeliverable record fails its batch's future"
+    failed = asyncio.run(go())
+    assert isinstance(failed, KafkaException), f"an undeliverable record fails its batch's future, got {failed!r}"
