@@ -277,7 +277,6 @@ class Scheduler:
         if ack is not None:
             batch.acks.append(ack)
         self._try_seal(name)
-        metrics.OUTPUT_BACKLOG.set(len(self.sendq))
         return [batch.durable]
 
     def _handle(self, event: Any) -> str | Staged:
