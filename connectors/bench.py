@@ -10,7 +10,10 @@ streaming ceiling measured in the same run (``shared/BENCHMARKS.md`` section 2).
    others arrive and take cells over, a rebalance inside the measurement.
 3. Latency: submit at half the measured rate for a few seconds; submit-to-assignment latency is
    the assignment's Kafka timestamp minus the submission time.
-4. Ceiling: a no-op Faust agent reads the same N messages and writes one message each.
+4. Ceiling: a no-op Faust agent reads the same N messages and writes one message each. Then the
+   same probe as step 3, at the same rate, through the no-op agent: the latency floor of this
+   machine at that rate (``ceiling_latency_ms``), the yardstick for ``latency_ms`` as the ceiling
+   is for the throughput.
 5. The run's topics are deleted (kept when it fails, for its logs' sake).
 """
 
@@ -32,6 +35,7 @@ from confluent_kafka import Consumer, TopicPartition
 from shunter.connectors.broker import KAFKA_VERSION, LocalBroker, state_dir
 from shunter.connectors.client import ShunterClient, producer
 from shunter.streams.codec import CODEC
+from shunter.streams import transport
 from shunter.streams.settings import Settings
 from shunter.streams.topics import TopicNames, cells_on_distinct_partitions, create_topics, delete_run_topics
 
@@ -213,17 +217,7 @@ def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callabl
         n = max(20, int(target * latency_s))
         say(f"latency probe: {n} tasks at {target:.0f}/s")
         start = _ends(settings, names.assignments)
-        sent: dict[str, float] = {}
-        t0 = time.monotonic()
-        for i in range(n):
-            delay = t0 + i / target - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            at = time.time() * 1000
-            tid = client.submit("bench", cell=cell_names[i % cells], payload=b"", submitted_at_ms=int(at))
-            sent[tid] = at
-            client._producer.poll(0)
-        client.flush()
+        sent = _offer(client, cell_names, target, n)
         probe = _timestamps(settings, names.assignments, n, timeout=120, start_offsets=start,
                             key_filter=lambda m: True)
         lat, to_cell, to_send = [], [], []
@@ -239,8 +233,9 @@ def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callabl
         hb.stop_.set()
         _stop(procs)
 
-    say("measuring the ceiling: a no-op Faust agent over the same messages")
-    ceiling, ceiling_sustained = run_ceiling(settings, tasks, logdir)
+    say("measuring the ceiling: a no-op Faust agent over the same messages, then its latency at "
+        f"{target:.0f}/s")
+    ceiling, ceiling_sustained, floor = run_ceiling(settings, tasks, logdir, probe=(client, cell_names, target, n))
     delete_run_topics(settings, say=say)
     return {
         "tasks": tasks, "tasks_per_s": round(rate, 1), "ceiling_per_s": round(ceiling, 1),
@@ -253,6 +248,9 @@ def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callabl
         "latency_split_ms": {"submit_to_decision": {"p50": _pct(to_cell, 0.5), "p99": _pct(to_cell, 0.99)},
                              "decision_to_send": {"p50": _pct(to_send, 0.5), "p99": _pct(to_send, 0.99)}},
         "latency_offered_per_s": round(target, 1),
+        # The no-op agent's submit-to-output latency at the same offered rate, in the same run:
+        # what the machine, the broker and Faust take before the scheduler does anything.
+        "ceiling_latency_ms": {"p50": _pct(floor, 0.5), "p95": _pct(floor, 0.95), "p99": _pct(floor, 0.99)},
         "schedulers": schedulers, "cells": cells, "broker": f"Apache Kafka {KAFKA_VERSION}", "cpu_count": os.cpu_count(),
     }
 
@@ -272,8 +270,41 @@ def _last_third_rate(ts: Sequence[float]) -> float:
     return (len(ts) - 1 - start) / max(1e-3, (ts[-1] - ts[start]) / 1000.0)
 
 
-def run_ceiling(settings: Settings, tasks: int, logdir: Any) -> tuple[float, float]:
-    """(messages/s over the whole run, over its last third) of the no-op agent."""
+def _offer(client: ShunterClient, cell_names: Sequence[str], rate: float, n: int) -> dict[str, float]:
+    """Submit ``n`` tasks at ``rate`` per second, the cells in turn; task id -> submit time (ms)."""
+    sent: dict[str, float] = {}
+    t0 = time.monotonic()
+    for i in range(n):
+        delay = t0 + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        at = time.time() * 1000
+        tid = client.submit("bench", cell=cell_names[i % len(cell_names)], payload=b"", submitted_at_ms=int(at))
+        sent[tid] = at
+        client._producer.poll(0)
+    client.flush()
+    return sent
+
+
+def _caught_up(settings: Settings, source: str, copy: str, timeout: float) -> bool:
+    """Wait until ``copy`` holds as many messages as ``source`` (a no-op agent's output and input)."""
+    want = sum(_ends(settings, source).values())
+    deadline = time.monotonic() + timeout
+    while sum(_ends(settings, copy).values()) < want:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+Probe = tuple[ShunterClient, Sequence[str], float, int]
+"""(client, cells, offered tasks/s, tasks) of a latency probe."""
+
+
+def run_ceiling(settings: Settings, tasks: int, logdir: Any,
+                probe: Probe | None = None) -> tuple[float, float, list[float]]:
+    """(messages/s over the whole run, over its last third, and the latencies (ms) of ``probe``
+    offered to the same agent afterwards) of the no-op agent."""
     out_topic = f"{settings.topic_prefix}noop-out"
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -281,21 +312,40 @@ def run_ceiling(settings: Settings, tasks: int, logdir: Any) -> tuple[float, flo
     admin.create_topics([NewTopic(out_topic, settings.partitions, 1)])[out_topic].result()
     env = {**settings.to_env(), "SHUNTER_BENCH_OUT": out_topic, "SHUNTER_WEB_PORT": str(settings.web_port + 200)}
     proc = _spawn(["bench", "noop-agent"], env, str(logdir / "noop.log"))
+    floor: list[float] = []
     try:
         got = _timestamps(settings, out_topic, tasks, timeout=600)
+        if len(got) < tasks:
+            raise RuntimeError(f"the no-op agent wrote only {len(got)} of {tasks}; see {logdir}/noop.log")
+        if probe is not None:
+            client, cell_names, rate, n = probe
+            # The topic holds more than the N: the scheduler's probe and its cells' ticks. The
+            # agent copies those too before this probe starts, or the probe waits behind them.
+            copied = _caught_up(settings, TopicNames(settings).tasks, out_topic, timeout=120)
+            if not copied:
+                raise RuntimeError(f"the no-op agent did not catch up with its topic; see {logdir}/noop.log")
+            start = _ends(settings, out_topic)
+            sent = _offer(client, cell_names, rate, n)
+            # The agent copies each message as it is (the cells' ticks too): a submission's task
+            # id says when it was sent.
+            for t, m in _timestamps(settings, out_topic, n, timeout=120, start_offsets=start,
+                                    key_filter=lambda m: CODEC.decode(m.value())[0] == "TaskSubmitted"):
+                at = sent.get(CODEC.decode_as("TaskSubmitted", m.value())["task_id"])
+                if at is not None:
+                    floor.append(t - at)
     finally:
         _stop([proc])
-    if len(got) < tasks:
-        raise RuntimeError(f"the no-op agent wrote only {len(got)} of {tasks}; see {logdir}/noop.log")
     ts = sorted(t for t, _ in got)
-    return tasks / max(1e-3, (ts[-1] - ts[0]) / 1000.0), _last_third_rate(ts)
+    return tasks / max(1e-3, (ts[-1] - ts[0]) / 1000.0), _last_third_rate(ts), floor
 
 
 def noop_agent() -> None:
     """The ceiling: read the tasks topic, write one message per input. Nothing else."""
     settings = Settings.from_env()
     out_name = os.environ["SHUNTER_BENCH_OUT"]
-    app = faust.App(f"{settings.app_id}-noop", broker=f"kafka://{settings.bootstrap}", store="memory://",
+    # Through the scheduler's transport (streams/transport.py), so the latency probe measures the
+    # same consumer: with Faust's own, a fetch left holding only quiet partitions waits 1.5 s.
+    app = faust.App(f"{settings.app_id}-noop", broker=f"{transport.SCHEME}://{settings.bootstrap}", store="memory://",
                     datadir=settings.faust_datadir(), topic_partitions=settings.partitions, web_port=settings.web_port, web_host="127.0.0.1",
                     consumer_auto_offset_reset="earliest", producer_linger_ms=1)
     src = app.topic(TopicNames(settings).tasks, key_serializer="raw", value_serializer="raw", internal=False)

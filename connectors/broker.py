@@ -295,6 +295,8 @@ class LocalBroker:
     def _java(self, classpath: str, main: str, *args: str, **popen: object) -> list[str]:
         return [
             "java", f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC",
+            # Each collection's pause, for whoever wonders why a tail spiked (two files of 5 MB).
+            f"-Xlog:gc:file={self.home / 'gc.log'}:uptime:filecount=2,filesize=5m",
             "-Djava.awt.headless=true",
             f"-Dlog4j.configuration=file:{self.home / 'log4j.properties'}",
             f"-Dkafka.logs.dir={self.home}",

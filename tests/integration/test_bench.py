@@ -17,12 +17,16 @@ def test_throughput_bench_runs_and_reports_its_contract(kafka, monkeypatch):
     assert topics(kafka, "bench-", "shunter-bench-") <= before, "the run's topics were left on the broker"
     assert any(m.startswith("deleted the run's") and not m.startswith("deleted the run's 0 ") for m in said), said
     assert set(doc) == {"tasks", "tasks_per_s", "ceiling_per_s", "ratio_to_ceiling", "latency_ms", "schedulers",
-                        "cells", "broker", "cpu_count", "latency_offered_per_s", "latency_split_ms", "sustained"}
+                        "cells", "broker", "cpu_count", "latency_offered_per_s", "latency_split_ms", "sustained",
+                        "ceiling_latency_ms"}
     assert doc["tasks"] == 150 and doc["tasks_per_s"] > 0 and doc["ceiling_per_s"] > 0
     assert set(doc["sustained"]) == {"tasks_per_s", "ceiling_per_s", "ratio_to_ceiling"}
     assert doc["sustained"]["tasks_per_s"] > 0 and doc["sustained"]["ceiling_per_s"] > 0
     assert any(m.startswith("tasks/s by tenth of the run: ") for m in said), said
     assert set(doc["latency_ms"]) == {"p50", "p95", "p99"} and doc["latency_ms"]["p50"] is not None
+    # The no-op agent's latency at the same rate: every probe task came through it.
+    floor = doc["ceiling_latency_ms"]
+    assert set(floor) == {"p50", "p95", "p99"} and 0 <= floor["p50"] <= floor["p95"] <= floor["p99"]
     split = doc["latency_split_ms"]
     assert set(split) == {"submit_to_decision", "decision_to_send"}
     assert all(part["p50"] is not None and part["p50"] >= 0 for part in split.values())
