@@ -3,6 +3,7 @@
 Run against aiokafka's own ``Fetcher.fetched_records`` with one buffered entry."""
 
 import asyncio
+import warnings
 
 import pytest
 from aiokafka.consumer.fetcher import Fetcher
@@ -43,3 +44,82 @@ def test_a_plain_empty_set_drains_every_partition():
     """Why the view exists: aiokafka reads an empty set as "all"."""
     with pytest.raises(AssertionError, match="buffer was taken"):
         asyncio.run(fetcher().fetched_records(set(), timeout=0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Handing a message to the agents: ``Consumer.wait_first`` runs the delivery's first step at once.
+
+def consumer():
+    from shunter.streams.app import create_app
+    from shunter.streams.settings import Settings
+    from shunter.streams.transport import Consumer
+
+    app, _, _ = create_app(Settings(bootstrap_servers="localhost:1", partitions=1, control_lane=False))
+    c = app.consumer
+    assert isinstance(c, Consumer), "the scheduler's app must use Shunter's transport"
+    return c
+
+
+def test_a_delivery_that_completes_at_once_starts_no_task_and_wins():
+    async def go():
+        c = consumer()
+        raced = asyncio.Event()
+        delivered = []
+
+        async def deliver():
+            delivered.append(len(asyncio.all_tasks()))
+            return "handed over"
+
+        before = len(asyncio.all_tasks())
+        got = await c.wait_first(deliver(), raced.wait())
+        return got, before, delivered
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the raced coroutine is closed, not left "never awaited"
+        got, before, delivered = asyncio.run(go())
+    assert got.results == ["handed over"] and not got.stopped
+    assert delivered == [before], "it ran in the caller's step: no task was started for it"
+
+
+def test_a_delivery_that_waits_finishes_through_wait_first():
+    async def go():
+        c = consumer()
+        room = asyncio.get_running_loop().create_future()
+        steps = []
+
+        async def deliver():
+            steps.append("first")
+            await room  # the agent's buffer is full
+            steps.append("rest")
+            return "handed over"
+
+        asyncio.get_running_loop().call_later(0.01, room.set_result, None)
+        got = await c.wait_first(deliver(), asyncio.Event().wait())
+        return got, steps
+
+    got, steps = asyncio.run(go())
+    assert steps == ["first", "rest"] and got.results == ["handed over"] and not got.stopped
+
+
+def test_a_waiting_delivery_is_cancelled_when_what_it_races_comes_first():
+    """Faust races the delivery against ``suspend_flow`` (a rebalance): the loser is cancelled,
+    and the cancellation reaches the delivery's own code."""
+    async def go():
+        c = consumer()
+        suspend = asyncio.Event()
+        seen = []
+
+        async def deliver():
+            try:
+                await asyncio.get_running_loop().create_future()  # never room
+            except asyncio.CancelledError:
+                seen.append("cancelled")
+                raise
+
+        asyncio.get_running_loop().call_later(0.01, suspend.set)
+        got = await c.wait_first(deliver(), suspend.wait())
+        await asyncio.sleep(0)  # the cancellation is delivered on the next step
+        return got, seen
+
+    got, seen = asyncio.run(go())
+    assert len(got.done) == 1 and got.results == [True] and seen == ["cancelled"]
