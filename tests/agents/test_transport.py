@@ -3,7 +3,6 @@
 Run against aiokafka's own ``Fetcher.fetched_records`` with one buffered entry."""
 
 import asyncio
-import warnings
 
 import pytest
 from aiokafka.consumer.fetcher import Fetcher
@@ -71,14 +70,14 @@ def test_a_delivery_that_completes_at_once_starts_no_task_and_wins():
             return "handed over"
 
         before = len(asyncio.all_tasks())
-        got = await c.wait_first(deliver(), raced.wait())
-        return got, before, delivered
+        waiting = raced.wait()
+        got = await c.wait_first(deliver(), waiting)
+        return got, before, delivered, waiting
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the raced coroutine is closed, not left "never awaited"
-        got, before, delivered = asyncio.run(go())
+    got, before, delivered, waiting = asyncio.run(go())
     assert got.results == ["handed over"] and not got.stopped
     assert delivered == [before], "it ran in the caller's step: no task was started for it"
+    assert waiting.cr_frame is None, "the raced coroutine was closed, not left to warn 'never awaited'"
 
 
 def test_a_delivery_that_waits_finishes_through_wait_first():
@@ -123,3 +122,20 @@ def test_a_waiting_delivery_is_cancelled_when_what_it_races_comes_first():
 
     got, seen = asyncio.run(go())
     assert len(got.done) == 1 and got.results == [True] and seen == ["cancelled"]
+
+
+def test_a_delivery_that_fails_at_once_raises_and_closes_what_it_raced():
+    raced = []
+
+    async def go():
+        c = consumer()
+
+        async def deliver():
+            raise ValueError("bad message")
+
+        raced.append(asyncio.Event().wait())
+        await c.wait_first(deliver(), raced[0])
+
+    with pytest.raises(ValueError, match="bad message"):
+        asyncio.run(go())
+    assert raced[0].cr_frame is None, "the raced coroutine was closed, not left to warn 'never awaited'"
