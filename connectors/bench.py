@@ -34,8 +34,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 from shunter.connectors.broker import KAFKA_VERSION, LocalBroker, state_dir
 from shunter.connectors.client import ShunterClient, producer
-from shunter.streams.codec import CODEC
 from shunter.streams import transport
+from shunter.streams.codec import CODEC
 from shunter.streams.settings import Settings
 from shunter.streams.topics import TopicNames, cells_on_distinct_partitions, create_topics, delete_run_topics
 
