@@ -70,10 +70,15 @@ def _timestamps(settings: Settings, topic: str, want: int, timeout: float, key_f
 
 def _ends(settings: Settings, topic: str) -> dict[int, int]:
     c = Consumer({**settings.kafka_config(), "group.id": "bench-ends"})
+    try:
+        return _high_watermarks(c, topic)
+    finally:
+        c.close()
+
+
+def _high_watermarks(c: Consumer, topic: str) -> dict[int, int]:
     meta = c.list_topics(topic, timeout=10)
-    ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.topics[topic].partitions}
-    c.close()
-    return ends
+    return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.topics[topic].partitions}
 
 
 class Heartbeats(threading.Thread):
@@ -288,13 +293,17 @@ def _offer(client: ShunterClient, cell_names: Sequence[str], rate: float, n: int
 
 def _caught_up(settings: Settings, source: str, copy: str, timeout: float) -> bool:
     """Wait until ``copy`` holds as many messages as ``source`` (a no-op agent's output and input)."""
-    want = sum(_ends(settings, source).values())
-    deadline = time.monotonic() + timeout
-    while sum(_ends(settings, copy).values()) < want:
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
+    c = Consumer({**settings.kafka_config(), "group.id": "bench-ends"})  # one client for every look
+    try:
+        want = sum(_high_watermarks(c, source).values())
+        deadline = time.monotonic() + timeout
+        while sum(_high_watermarks(c, copy).values()) < want:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+    finally:
+        c.close()
 
 
 Probe = tuple[ShunterClient, Sequence[str], float, int]
