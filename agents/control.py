@@ -1,4 +1,8 @@
-"""The control lane: heartbeats, completions and urgent submissions, read by a consumer of their own.
+"""The lanes: the scheduler's inputs, read by librdkafka consumers of their own.
+
+The control lane reads heartbeats, completions and urgent submissions; the task lane (unless
+``SHUNTER_TASK_LANE=0``) reads the ordinary task topics. Each is a ``Lane``: a consumer, a thread
+and a group of its own.
 
 Faust's consumer hands everything it fetched to the agents in fetch order, and waits whenever an
 agent's queue is full. Under a flood of ordinary submissions that queue is always full, so a
@@ -17,6 +21,14 @@ event loop, between two of the agent's events, so a cell's state still needs no 
 Offsets are committed under the group ``<app id>-control`` only once the state an event wrote
 is acknowledged by the broker (as Faust commits its own); a process that takes a cell over
 reads on from there, and what is read twice meets idempotent handlers.
+
+The task lane is the same reader for the ordinary task topics, under ``<app id>-tasks``: Faust's
+fetcher (aiokafka, in Python, in a thread that takes the GIL for every fetch and every hand-over)
+held most of a task's time before the scheduler saw it at half the maximum rate, and used a
+fifth of a core (docs/benchmarks/throughput.md, "Session 14"). Faust's group still assigns those
+partitions, and so still decides which cells this process owns; its consumer keeps them paused
+(``streams/transport.py``). A batch of ordinary tasks is handled a few events per turn of the
+event loop, so a critical task on the control lane never waits behind a whole batch.
 """
 
 from __future__ import annotations
@@ -58,18 +70,23 @@ class ControlMessage:
 
 @dataclass(frozen=True, slots=True)
 class ControlEvent:
-    """A record of the control lane, shaped like the Faust event the scheduler handles."""
+    """A record read by a lane, shaped like the Faust event the scheduler handles."""
 
     message: ControlMessage
     key: bytes | None
     value: bytes | None
 
 
+def lane_group(settings: Settings, name: str) -> str:
+    """The group a lane commits its offsets under."""
+    return f"{settings.app_id}-{name}"
+
+
 def control_group(settings: Settings) -> str:
-    return f"{settings.app_id}-control"
+    return lane_group(settings, "control")
 
 
-class ControlLane:
+class Lane:
     """Reads ``topics`` for the partitions this process owns; hands each record to ``handle``
     (with a check that its partition is still this process's; it returns the futures of the
     state writes it made, or None if it left the record) once ``ready()`` says the tables are
@@ -77,9 +94,12 @@ class ControlLane:
 
     def __init__(self, settings: Settings, topics: Sequence[str],
                  handle: Callable[[ControlEvent, Callable[[], bool]], Awaitable[list[asyncio.Future[Any]] | None]],
-                 ready: Callable[[], bool]) -> None:
+                 ready: Callable[[], bool], *, name: str = "control", turn: int = 0) -> None:
+        """``turn``: at most this many events are handled in one turn of the event loop (0: a
+        whole batch), so another lane's events do not wait behind a batch of this one's."""
         self.settings, self.topics, self.handle, self.ready = settings, tuple(topics), handle, ready
-        self.group = control_group(settings)
+        self.name, self.turn = name, turn
+        self.group = lane_group(settings, name)
         self._lock = threading.Lock()
         self._owned: set[int] = set()
         self._generation: dict[int, int] = {}
@@ -119,7 +139,7 @@ class ControlLane:
         """Handle what the reader hands over, in order per partition; commit what is durable."""
         self._loop = asyncio.get_running_loop()
         self._inbox = asyncio.Queue()
-        self._thread = threading.Thread(target=self._read, name="shunter-control-lane", daemon=True)
+        self._thread = threading.Thread(target=self._read, name=f"shunter-{self.name}-lane", daemon=True)
         self._thread.start()
         try:
             while True:
@@ -128,15 +148,21 @@ class ControlLane:
                 except asyncio.TimeoutError:
                     self._durable()
                     continue
-                try:
-                    for generation, m in batch:
-                        await self._handle(generation, m)
-                finally:
-                    with self._lock:
-                        self._backlog -= len(batch)
+                await self._handle_batch(batch)
                 self._durable()
         finally:
             self._stop.set()
+
+    async def _handle_batch(self, batch: list[tuple[int, Any]]) -> None:
+        """Handle a batch in order, ``turn`` events per turn of the event loop."""
+        try:
+            for i, (generation, m) in enumerate(batch, 1):
+                await self._handle(generation, m)
+                if self.turn and i % self.turn == 0:
+                    await asyncio.sleep(0)
+        finally:
+            with self._lock:
+                self._backlog -= len(batch)
 
     async def _handle(self, generation: int, m: Any) -> None:
         while not self.ready():  # tables recovering or a rebalance under way
@@ -198,7 +224,7 @@ class ControlLane:
                         consumer.commit(offsets=mine, asynchronous=True)
                         committed.update({(tp.topic, tp.partition): tp.offset for tp in mine})
                     except Exception:  # noqa: BLE001 - the next commit carries a later offset anyway
-                        log.warning("control lane: offset commit failed", exc_info=True)
+                        log.warning("%s lane: offset commit failed", self.name, exc_info=True)
                 if time.monotonic() >= lag_due:
                     lag_due = time.monotonic() + LAG_EVERY_S
                     self._report_lag(consumer, assigned, committed)
@@ -211,7 +237,7 @@ class ControlLane:
                 batch = []
                 for m in ([first, *consumer.consume(BATCH - 1, 0)] if first is not None else []):
                     if m.error():
-                        log.warning("control lane: %s", m.error())
+                        log.warning("%s lane: %s", self.name, m.error())
                     elif (part := m.partition()) is not None and part in assigned:
                         batch.append((assigned[part], m))
                 if batch:
@@ -224,7 +250,7 @@ class ControlLane:
                 return  # shutting down: the loop is gone, and nothing read here was committed
             # Crash-only, like the agent: a supervisor restarts the scheduler, which reads on
             # from the last commit.
-            log.exception("control lane reader failed; exiting")
+            log.exception("%s lane reader failed; exiting", self.name)
             logging.shutdown()
             os._exit(70)
         finally:
@@ -245,7 +271,7 @@ class ControlLane:
                     metrics.CONSUMER_LAG.labels(t, str(p)).set(max(0, high - done))
 
     def _starts(self, consumer: Any, legacy: Any, partitions: list[int]) -> list[TopicPartition]:
-        """Where to read each topic's ``partitions`` from: the control group's commit; without
+        """Where to read each topic's ``partitions`` from: the lane group's commit; without
         one, the agent group's (a deployment that read these topics with the agent before, so
         their history is not handled twice); without either, the beginning."""
         tps = consumer.committed([TopicPartition(t, p) for t in self.topics for p in partitions], timeout=30)

@@ -1,8 +1,9 @@
 """The scheduler agent: decode -> the cell's pure state machine -> tables -> emit.
 
-One agent reads the ordinary task topics; the control lane (``agents/control.py``) reads
-heartbeats, completions and the urgent lanes with a consumer of its own, for the partitions the
-agent's group assigned this process. The topics share a partition count, so every message of a
+The Faust agent's group assigns this process the ordinary task topics' partitions, and so its
+cells; two lanes (``agents/control.py``) read the inputs of those partitions with librdkafka
+consumers of their own: the task lane the ordinary task topics (unless ``SHUNTER_TASK_LANE=0``,
+when the agent reads them), the control lane heartbeats, completions and the urgent lanes. The topics share a partition count, so every message of a
 cell reaches the same process, in order per topic, and both hand events to ``Scheduler.handle``
 on one event loop, one at a time: the cell's state needs no locks. A timer sends each owned cell
 a ``CellTick`` through the tasks topic, so lease expiry and liveness run through the same path.
@@ -33,7 +34,7 @@ from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
 from shunter.agents import console, metrics
-from shunter.agents.control import ControlLane
+from shunter.agents.control import Lane
 from shunter.agents.continuity import Continuity
 from shunter.agents.watchdog import Watchdog
 from shunter.policies.cell import Cell, CellTiming, Effects
@@ -42,7 +43,8 @@ from shunter.policies.errors import PolicyError
 from shunter.policies.learners import ArrivalForecast
 from shunter.policies.model import Priority, Task, TaskRecord, TaskState, Worker
 from shunter.policies.river_adapter import arrival_forecaster, runtime_estimator
-from shunter.streams.app import CHANGELOG_PARTITION, ChangelogWrite, SchedulerTables, SchedulerTopics, agent_topics, control_topics
+from shunter.streams.app import (CHANGELOG_PARTITION, ChangelogWrite, SchedulerTables, SchedulerTopics, agent_topics,
+                                 control_topics, task_lane_topics)
 from shunter.streams.codec import CODEC
 from shunter.streams.errors import CodecError
 from shunter.streams.outbound import Offsets, Outbound
@@ -76,6 +78,8 @@ broker's message size limit)."""
 OUTBOX_RING = 256
 """Outbox slots per cell. An entry is overwritten only after its outputs were acknowledged (the
 agent waits otherwise), so there is nothing to delete, and a new owner re-sends at most this many."""
+LANE_TURN = 16
+"""Events of the task lane handled in one turn of the event loop (``agents/control.py``)."""
 MODEL_SNAPSHOT_EVERY = 20
 """Snapshot the cell's models after this many completions, and on a quiet tick when anything changed."""
 FINISHED_RETENTION_MS = 15 * 60 * 1000
@@ -751,6 +755,13 @@ def _acker(app: faust.App, stream: Any, event: Any) -> Callable[[], None]:
     return ack
 
 
+def _lane_task(lane: Lane) -> Callable[[], Awaitable[None]]:
+    async def read() -> None:
+        await _or_exit(f"the {lane.name} lane", lane.run)
+    read.__name__ = read.__qualname__ = f"read_{lane.name}_lane"
+    return read
+
+
 def _round(x: float | None, digits: int = 4) -> float | None:
     return None if x is None else round(x, digits)
 
@@ -814,11 +825,15 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
     async def tick() -> None:
         await scheduler.tick_all()
 
+    laned = set(task_lane_topics(settings))
+
     @app.timer(interval=5.0)
     async def observe_lag() -> None:
         consumer = app.consumer
         try:
             for tp in consumer.assignment():
+                if tp.topic in laned:
+                    continue  # the task lane reports these
                 high = consumer.highwater(tp)
                 committed = consumer._committed_offset.get(tp)  # type: ignore[attr-defined]  # noqa: SLF001 - Faust keeps no public accessor
                 if high is not None:
@@ -834,34 +849,36 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
         return (recovery is None or recovery.completed.is_set()) and not app.rebalancing
 
     control = control_topics(settings)
-    lane = ControlLane(settings, control, scheduler.handle, ready) if control else None
+    lanes = [lane for lane in (
+        Lane(settings, control, scheduler.handle, ready) if control else None,
+        # A few events a turn: a critical task on the control lane waits for at most that many.
+        Lane(settings, sorted(laned), scheduler.handle, ready, name="tasks", turn=LANE_TURN) if laned else None)
+        if lane is not None]
 
     @app.task
     async def start_watchdog() -> None:
         if WATCHDOG_S:
-            Watchdog(settings, WATCHDOG_S, owned=lambda: owned | (lane.owned() if lane else set()),
+            Watchdog(settings, WATCHDOG_S, owned=lambda: owned | set().union(*(lane.owned() for lane in lanes)),
                      handled=lambda: dict(scheduler.handled_offsets), last_handled=lambda: scheduler.last_handled,
                      ready=ready, fire=lambda why: _exit("%s", why),
-                     control=(set(control), lane.group) if lane else None).start()
+                     groups={t: lane.group for lane in lanes for t in lane.topics}).start()
 
-    if lane is not None:
-        @app.task
-        async def read_control_lane() -> None:
-            await _or_exit("the control lane", lane.run)
+    for lane in lanes:
+        app.task(_lane_task(lane))
 
     # Faust's signal types want receivers typed (sender, *args, signal, **kwargs); it calls them
     # with the partitions as a keyword, which these take by name.
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
         mine = {(tp.topic, tp.partition) for tp in assigned if tp.topic in inputs}
-        owned.update(mine)
-        if lane is not None:
+        owned.update(tp for tp in mine if tp[0] not in laned)  # the lanes count their own
+        for lane in lanes:
             lane.own({p for _, p in mine})
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
         continuity.forget({(tp.topic, tp.partition) for tp in revoked})
-        if lane is not None:
+        for lane in lanes:
             lane.disown({tp.partition for tp in revoked if tp.topic in inputs})
         owned.difference_update((tp.topic, tp.partition) for tp in revoked)
         # Sealed batches' writes are acknowledged before the cells go, as Faust flushes its own

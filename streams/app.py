@@ -115,10 +115,17 @@ def control_topics(settings: Settings) -> list[str]:
 
 
 def agent_topics(settings: Settings) -> list[str]:
-    """The inputs the Faust agent reads: the others. Its group's assignment of these decides
-    which cells this process owns."""
+    """The inputs the Faust agent subscribes to: the others. Its group's assignment of these
+    decides which cells this process owns; with the task lane on, the task lane reads them."""
     control = set(control_topics(settings))
     return [t for t in input_topics(settings) if t not in control]
+
+
+def task_lane_topics(settings: Settings) -> list[str]:
+    """The agent's topics when the task lane reads them (``agents/control.py``): Faust's consumer
+    keeps them paused (``streams/transport.py``). Empty with ``SHUNTER_TASK_LANE=0`` or the
+    control lane off."""
+    return agent_topics(settings) if settings.control_lane and settings.task_lane else []
 
 
 def create_app(settings: Settings) -> tuple[faust.App, SchedulerTopics, SchedulerTables]:
@@ -166,6 +173,7 @@ def create_app(settings: Settings) -> tuple[faust.App, SchedulerTopics, Schedule
         TableManager=TableManager,
         **secure,
     )
+    transport.read_elsewhere(app, task_lane_topics(settings))
     names = TopicNames(settings)
 
     def raw(*topic_names: str) -> Any:

@@ -71,6 +71,9 @@ class Settings:
     control_lane: bool = True
     """Read heartbeats, completions and urgent submissions with a consumer of their own
     (``agents/control.py``); off, the Faust agent reads every input."""
+    task_lane: bool = True
+    """With the control lane on: read the ordinary task topics with a librdkafka consumer of their
+    own too (the task lane, ``agents/control.py``); off, the Faust agent reads them."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -156,6 +159,7 @@ class Settings:
             tenants=tuple(t for t in _env("TENANTS", "").split(",") if t),
             tenant=_env("TENANT", ""),
             control_lane=_env("CONTROL_LANE", "1") not in ("0", "false", "no", "off"),
+            task_lane=_env("TASK_LANE", "1") not in ("0", "false", "no", "off"),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -179,6 +183,7 @@ class Settings:
             "SHUNTER_TENANTS": ",".join(self.tenants),
             "SHUNTER_TENANT": self.tenant,
             "SHUNTER_CONTROL_LANE": "1" if self.control_lane else "0",
+            "SHUNTER_TASK_LANE": "1" if self.task_lane else "0",
             "SHUNTER_SASL_USERNAME": self.sasl_username,
             "SHUNTER_SASL_MECHANISM": self.sasl_mechanism,
             **({"SHUNTER_SASL_PASSWORD_FILE": self.sasl_password_file} if self.sasl_password_file

@@ -26,6 +26,11 @@ cancels three of them. Here the delivery's first step runs at once, and when it 
 for the agent; when it waits, the rest of it goes through ``wait_first`` as before
 (``Consumer.wait_first``).
 
+And topics read elsewhere (``read_elsewhere``): the task lane (``agents/control.py``) reads the
+ordinary task topics, while Faust's group still assigns their partitions (they decide which
+cells this process owns). Faust's consumer keeps them paused in aiokafka from each assignment
+on, so it never fetches them, and its "stream idle" checks leave them out.
+
 Selected with the broker URL's scheme ``shunter-kafka://`` (registered with Faust's transport
 registry when this module is imported).
 """
@@ -33,7 +38,7 @@ registry when this module is imported).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Generator
+from collections.abc import Coroutine, Generator, Iterable
 from typing import Any
 
 from faust.transport import drivers
@@ -42,6 +47,16 @@ from mode.services import WaitResults
 
 FETCH_MAX_WAIT_MS = 20
 SCHEME = "shunter-kafka"
+_ELSEWHERE = "_shunter_read_elsewhere"
+
+
+def read_elsewhere(app: Any, topics: Iterable[str]) -> None:
+    """Faust's consumer in ``app`` is assigned ``topics``' partitions but never fetches them."""
+    setattr(app, _ELSEWHERE, frozenset(topics))
+
+
+def _elsewhere(app: Any) -> frozenset[str]:
+    return getattr(app, _ELSEWHERE, frozenset())
 
 
 class Only:
@@ -70,6 +85,19 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # Typed as a set in Faust; aiokafka only asks it ``in`` and ``bool``.
         return await super()._fetch_records(consumer, Only(active_partitions), timeout=timeout,  # type: ignore[arg-type]
                                             max_records=max_records)
+
+    async def on_partitions_assigned(self, assigned: set[Any], generation_id: int = 0) -> None:
+        # Called from aiokafka's rebalance listener once the new assignment is in place, each
+        # partition unpaused: pause those read elsewhere before anything else runs on this loop.
+        elsewhere = _elsewhere(self.app)
+        paused = [faust_aiokafka.TopicPartition(tp.topic, tp.partition) for tp in assigned if tp.topic in elsewhere]
+        if paused:
+            self._ensure_consumer().pause(*paused)
+        await super().on_partitions_assigned(assigned, generation_id)
+
+    def verify_event_path(self, now: float, tp: Any) -> None:
+        if tp.topic not in _elsewhere(self.app):  # never fetched here: not a stuck stream
+            super().verify_event_path(now, tp)
 
 
 class Resumed:

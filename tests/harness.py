@@ -267,7 +267,7 @@ def unfinished(tracker, ids, *procs) -> str:  # type: ignore[no-untyped-def]
                      if t in latest else f"{t}: no status yet")
         lines += [f"    {where}" for where in trails.get(t, [])]
     lines += [f"    (not read: {why})" for why in trails.get("?", [])]
-    lines.append(f"--- committed offsets of the scheduler group on the task topic: {_committed(tracker.settings)}")
+    lines.append(f"--- committed offsets of the group reading the task topic: {_committed(tracker.settings)}")
     for proc in procs:
         if isinstance(proc, SchedulerProcess):
             lines.append(f"--- {proc.name} /readyz: {proc.readiness()}")
@@ -320,9 +320,12 @@ def _trails(settings: Settings, ids: set[str]) -> dict[str, list[str]]:
 def _committed(settings: Settings) -> str:
     from confluent_kafka import Consumer, TopicPartition
 
+    from shunter.agents.control import lane_group
+    from shunter.streams.app import task_lane_topics
     from shunter.streams.topics import TopicNames
 
-    c = Consumer({**settings.kafka_config(), "group.id": settings.app_id, "enable.auto.commit": False})
+    group = lane_group(settings, "tasks") if task_lane_topics(settings) else settings.app_id
+    c = Consumer({**settings.kafka_config(), "group.id": group, "enable.auto.commit": False})
     try:
         topic = TopicNames(settings).tasks
         parts = c.committed([TopicPartition(topic, p) for p in range(settings.partitions)], timeout=10)

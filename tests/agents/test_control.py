@@ -6,12 +6,12 @@ import asyncio
 
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-from shunter.agents.control import ControlLane
+from shunter.agents.control import Lane
 from shunter.streams.settings import Settings
 
 
-def lane() -> ControlLane:
-    return ControlLane(Settings(app_id="app"), ["t.heartbeats", "t.completions"], handle=None, ready=lambda: True)  # type: ignore[arg-type]
+def lane() -> Lane:
+    return Lane(Settings(app_id="app"), ["t.heartbeats", "t.completions"], handle=None, ready=lambda: True)  # type: ignore[arg-type]
 
 
 class Commits:
@@ -69,3 +69,62 @@ def test_offsets_are_committed_only_past_durable_state_in_order():
         assert cl._commits == {}, "a partition given up is committed by its next owner, not from here"
 
     asyncio.run(go())
+
+
+class Record:
+    """A librdkafka message, as far as the lane reads one."""
+
+    def __init__(self, offset: int) -> None:
+        self._offset = offset
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+    def topic(self) -> str:
+        return "t.tasks"
+
+    def timestamp(self) -> tuple[int, int]:
+        return 1, 1_700_000_000_000
+
+    def key(self) -> bytes:
+        return b"default"
+
+    def value(self) -> bytes:
+        return b""
+
+
+def handled_around(turn: int, n: int) -> list[str]:
+    """What ran in order: the lane's ``n`` events of one batch, and another coroutine that became
+    ready as the batch began (another lane's event)."""
+    async def go() -> list[str]:
+        order: list[str] = []
+
+        async def handle(event, current):  # noqa: ANN001
+            order.append(f"event {event.message.offset}")
+            return []
+
+        cl = Lane(Settings(app_id="app"), ["t.tasks"], handle, ready=lambda: True, name="tasks", turn=turn)
+        cl.own({0})
+        gen = cl._generation[0]
+        cl._backlog = n
+
+        async def another_lane() -> None:
+            order.append("other lane")
+
+        other = asyncio.get_running_loop().create_task(another_lane())
+        await cl._handle_batch([(gen, Record(i)) for i in range(n)])
+        await other
+        assert cl._backlog == 0
+        return order
+    return asyncio.run(go())
+
+
+def test_a_batch_is_handled_a_few_events_per_turn_of_the_loop():
+    order = handled_around(turn=2, n=5)
+    assert order.index("other lane") == 2, f"another lane waited behind more than a turn's events: {order}"
+    assert [e for e in order if e != "other lane"] == [f"event {i}" for i in range(5)], "in order"
+    # Without a turn the batch holds the loop to its end (the control lane's own batches).
+    assert handled_around(turn=0, n=5)[-1] == "other lane"

@@ -139,3 +139,62 @@ def test_a_delivery_that_fails_at_once_raises_and_closes_what_it_raced():
     with pytest.raises(ValueError, match="bad message"):
         asyncio.run(go())
     assert raced[0].cr_frame is None, "the raced coroutine was closed, not left to warn 'never awaited'"
+
+
+# ---------------------------------------------------------------------------------------------
+# Topics the task lane reads (agents/control.py): assigned to Faust's consumer, never fetched by it.
+
+def test_topics_read_elsewhere_are_paused_in_aiokafka_on_every_assignment():
+    from faust.types import TP
+
+    from shunter.streams.app import create_app
+    from shunter.streams.settings import Settings
+    from shunter.streams.topics import TopicNames
+
+    settings = Settings(bootstrap_servers="localhost:1", partitions=2)
+    app, _, _ = create_app(settings)
+    names = TopicNames(settings)
+    thread = app.consumer._new_consumer_thread()
+    paused: list[TopicPartition] = []
+
+    class AIOKafka:  # only what the hook may touch
+        def pause(self, *tps: TopicPartition) -> None:
+            paused.extend(tps)
+
+    thread._consumer = AIOKafka()
+    handed: list[set] = []
+
+    async def hand_over(loop, assigned, generation):  # noqa: ANN001 - Faust's main-thread side
+        handed.append(assigned)
+
+    app.consumer.threadsafe_partitions_assigned = hand_over
+    assigned = {TP(names.tasks, 0), TP(names.tasks, 1), TP(f"{settings.app_id}-tasks-changelog", 0)}
+    asyncio.run(thread.on_partitions_assigned(assigned, 3))
+    assert sorted(paused) == [TopicPartition(names.tasks, 0), TopicPartition(names.tasks, 1)], \
+        "the task partitions are paused, the changelog (table recovery) is not"
+    assert handed == [assigned], "Faust still hears of every partition: its group assigns the cells"
+    # Faust's "stream idle" check leaves them alone (it would read aiokafka's state: AttributeError here).
+    thread.verify_event_path(0.0, TP(names.tasks, 0))
+    with pytest.raises(AttributeError):
+        thread.verify_event_path(0.0, TP(f"{settings.app_id}-tasks-changelog", 0))
+
+
+def test_with_the_task_lane_off_faust_fetches_the_task_topics():
+    from faust.types import TP
+
+    from shunter.streams.app import create_app
+    from shunter.streams.settings import Settings
+    from shunter.streams.topics import TopicNames
+
+    settings = Settings(bootstrap_servers="localhost:1", partitions=1, task_lane=False)
+    app, _, _ = create_app(settings)
+    thread = app.consumer._new_consumer_thread()
+    paused: list[TopicPartition] = []
+    thread._consumer = type("AIOKafka", (), {"pause": lambda self, *tps: paused.extend(tps)})()
+
+    async def hand_over(loop, assigned, generation):  # noqa: ANN001
+        pass
+
+    app.consumer.threadsafe_partitions_assigned = hand_over
+    asyncio.run(thread.on_partitions_assigned({TP(TopicNames(settings).tasks, 0)}, 1))
+    assert paused == []

@@ -66,6 +66,6 @@ def test_control_lane_partitions_count_from_the_control_groups_commit():
     lane = Broker({("t.tasks", 0): 100, ("t.heartbeats", 0): 40}, {("t.heartbeats", 0): 40})
     w = Watchdog(Settings(), 60.0, owned=lambda: {("t.tasks", 0), ("t.heartbeats", 0)}, handled=dict,
                  last_handled=lambda: time.monotonic() - 600, ready=lambda: True, fire=lambda why: None,
-                 control=({"t.heartbeats"}, "g-control"))
-    assert w.waiting(agent, lane) == [], "the lane's group committed everything of t.heartbeats"
-    assert w.waiting(agent, agent) == [("t.heartbeats", 0)], "the agent's group never reads t.heartbeats"
+                 groups={"t.heartbeats": "g-control"})
+    assert w.waiting(agent, {"g-control": lane}) == [], "the lane's group committed everything of t.heartbeats"
+    assert w.waiting(agent, {"g-control": agent}) == [("t.heartbeats", 0)], "the agent's group never reads t.heartbeats"
