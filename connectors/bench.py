@@ -14,7 +14,12 @@ streaming ceiling measured in the same run (``shared/BENCHMARKS.md`` section 2).
    same probe as step 3, at the same rate, through the no-op agent: the latency floor of this
    machine at that rate (``ceiling_latency_ms``), the yardstick for ``latency_ms`` as the ceiling
    is for the throughput.
-5. The run's topics are deleted (kept when it fails, for its logs' sake).
+5. The same for a no-op librdkafka copier (``lane_ceiling_per_s``, ``lane_ceiling_latency_ms``):
+   the scheduler reads its task topics with librdkafka (the task lane, ``agents/control.py``), not
+   with Faust's consumer, so Faust's no-op agent, the ceiling as BENCHMARKS.md defines it, is no
+   longer the fastest a reader of those topics can go. This one is: a consumer and a producer
+   copying each message, the way the task lane reads and the scheduler writes, and nothing else.
+6. The run's topics are deleted (kept when it fails, for its logs' sake).
 """
 
 from __future__ import annotations
@@ -241,6 +246,9 @@ def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callabl
     say("measuring the ceiling: a no-op Faust agent over the same messages, then its latency at "
         f"{target:.0f}/s")
     ceiling, ceiling_sustained, floor = run_ceiling(settings, tasks, logdir, probe=(client, cell_names, target, n))
+    say("and the same through a no-op librdkafka copier (how the task lane reads)")
+    lane, lane_sustained, lane_floor = run_ceiling(settings, tasks, logdir, probe=(client, cell_names, target, n),
+                                                   agent="noop-lane")
     delete_run_topics(settings, say=say)
     return {
         "tasks": tasks, "tasks_per_s": round(rate, 1), "ceiling_per_s": round(ceiling, 1),
@@ -256,6 +264,12 @@ def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callabl
         # The no-op agent's submit-to-output latency at the same offered rate, in the same run:
         # what the machine, the broker and Faust take before the scheduler does anything.
         "ceiling_latency_ms": {"p50": _pct(floor, 0.5), "p95": _pct(floor, 0.95), "p99": _pct(floor, 0.99)},
+        # The same two for a no-op copier reading as the task lane does (librdkafka), not Faust.
+        "lane_ceiling_per_s": round(lane, 1), "ratio_to_lane_ceiling": round(rate / lane, 3) if lane else None,
+        "lane_sustained": {"ceiling_per_s": round(lane_sustained, 1),
+                           "ratio_to_ceiling": round(sustained / lane_sustained, 3) if lane_sustained else None},
+        "lane_ceiling_latency_ms": {"p50": _pct(lane_floor, 0.5), "p95": _pct(lane_floor, 0.95),
+                                    "p99": _pct(lane_floor, 0.99)},
         "schedulers": schedulers, "cells": cells, "broker": f"Apache Kafka {KAFKA_VERSION}", "cpu_count": os.cpu_count(),
     }
 
@@ -310,29 +324,35 @@ Probe = tuple[ShunterClient, Sequence[str], float, int]
 """(client, cells, offered tasks/s, tasks) of a latency probe."""
 
 
-def run_ceiling(settings: Settings, tasks: int, logdir: Any,
-                probe: Probe | None = None) -> tuple[float, float, list[float]]:
+def run_ceiling(settings: Settings, tasks: int, logdir: Any, probe: Probe | None = None,
+                agent: str = "noop-agent") -> tuple[float, float, list[float]]:
     """(messages/s over the whole run, over its last third, and the latencies (ms) of ``probe``
-    offered to the same agent afterwards) of the no-op agent."""
-    out_topic = f"{settings.topic_prefix}noop-out"
+    offered to the same agent afterwards) of the no-op ``agent``: ``noop-agent`` (Faust) or
+    ``noop-lane`` (librdkafka)."""
+    out_topic = f"{settings.topic_prefix}{agent}-out"
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({**settings.kafka_config()})
-    admin.create_topics([NewTopic(out_topic, settings.partitions, 1)])[out_topic].result()
+    # The copier's copies are stamped by the broker as it appends them: it hands librdkafka a
+    # prefetched batch at memory speed, so the producer's own stamps would time the hand-over
+    # (220,000 a second measured), not the copies reaching Kafka.
+    config = {"message.timestamp.type": "LogAppendTime"} if agent == "noop-lane" else {}
+    admin.create_topics([NewTopic(out_topic, settings.partitions, 1, config=config)])[out_topic].result()
     env = {**settings.to_env(), "SHUNTER_BENCH_OUT": out_topic, "SHUNTER_WEB_PORT": str(settings.web_port + 200)}
-    proc = _spawn(["bench", "noop-agent"], env, str(logdir / "noop.log"))
+    log = f"{logdir}/{agent}.log"
+    proc = _spawn(["bench", agent], env, log)
     floor: list[float] = []
     try:
         got = _timestamps(settings, out_topic, tasks, timeout=600)
         if len(got) < tasks:
-            raise RuntimeError(f"the no-op agent wrote only {len(got)} of {tasks}; see {logdir}/noop.log")
+            raise RuntimeError(f"the no-op agent wrote only {len(got)} of {tasks}; see {log}")
         if probe is not None:
             client, cell_names, rate, n = probe
             # The topic holds more than the N: the scheduler's probe and its cells' ticks. The
             # agent copies those too before this probe starts, or the probe waits behind them.
             copied = _caught_up(settings, TopicNames(settings).tasks, out_topic, timeout=120)
             if not copied:
-                raise RuntimeError(f"the no-op agent did not catch up with its topic; see {logdir}/noop.log")
+                raise RuntimeError(f"the no-op agent did not catch up with its topic; see {log}")
             start = _ends(settings, out_topic)
             sent = _offer(client, cell_names, rate, n)
             # The agent copies each message as it is (the cells' ticks too): a submission's task
@@ -368,6 +388,37 @@ def noop_agent() -> None:
     worker = faust.Worker(app, loglevel="warn", quiet=True)
     worker.spinner = None  # as the scheduler does: no DEBUG root logger (cli.cmd_scheduler)
     worker.execute_from_commandline()
+
+
+def noop_lane() -> None:
+    """The ceiling of a librdkafka reader: read the tasks topic as the task lane does (a
+    consumer in the group's way, a batch at a time), write one message per input through a
+    producer set as the scheduler's (``streams/outbound.py``). Nothing else; runs until killed."""
+    from confluent_kafka import Producer
+
+    from shunter.agents.control import BATCH
+    from shunter.streams.outbound import producer_config
+
+    settings = Settings.from_env()
+    out_name = os.environ["SHUNTER_BENCH_OUT"]
+    consumer = Consumer({**settings.kafka_config(), "group.id": f"{settings.app_id}-noop-lane",
+                         "enable.auto.commit": True, "auto.offset.reset": "earliest", "fetch.wait.max.ms": 100})
+    out = Producer(producer_config(settings, **{"linger.ms": 1, "batch.size": 512 * 1024,
+                                                "socket.nagle.disable": True}))
+    consumer.subscribe([TopicNames(settings).tasks])
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        while True:
+            first = consumer.poll(0.05)
+            out.poll(0)
+            if first is None:
+                continue
+            for m in [first, *consumer.consume(BATCH - 1, 0)]:
+                if m.error() is None:
+                    out.produce(out_name, m.value(), m.key())
+    finally:
+        out.flush(10)
+        consumer.close()
 
 
 def main_json(doc: dict[str, Any]) -> str:

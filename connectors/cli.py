@@ -422,6 +422,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.action == "noop-agent":
         bench.noop_agent()
         return 0
+    if args.action == "noop-lane":
+        bench.noop_lane()
+        return 0
     say = (lambda m: print(m, file=sys.stderr, flush=True)) if args.json else (lambda m: print(m, flush=True))
     if args.action == "peer":
         from shunter.connectors.peer import run_peer
@@ -691,7 +694,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     be = add("bench", cmd_bench, "throughput through Kafka against the no-op Faust ceiling (BENCHMARKS.md section 2); "
              "peer: the same work through Celery on RabbitMQ, side by side")
-    be.add_argument("action", choices=["throughput", "peer", "noop-agent"])
+    be.add_argument("action", choices=["throughput", "peer", "noop-agent", "noop-lane"])
     be.add_argument("--tasks", type=int, default=5000)
     be.add_argument("--cells", type=int, default=1)
     be.add_argument("--schedulers", type=int, default=1)

@@ -18,7 +18,8 @@ def test_throughput_bench_runs_and_reports_its_contract(kafka, monkeypatch):
     assert any(m.startswith("deleted the run's") and not m.startswith("deleted the run's 0 ") for m in said), said
     assert set(doc) == {"tasks", "tasks_per_s", "ceiling_per_s", "ratio_to_ceiling", "latency_ms", "schedulers",
                         "cells", "broker", "cpu_count", "latency_offered_per_s", "latency_split_ms", "sustained",
-                        "ceiling_latency_ms"}
+                        "ceiling_latency_ms", "lane_ceiling_per_s", "ratio_to_lane_ceiling", "lane_sustained",
+                        "lane_ceiling_latency_ms"}
     assert doc["tasks"] == 150 and doc["tasks_per_s"] > 0 and doc["ceiling_per_s"] > 0
     assert set(doc["sustained"]) == {"tasks_per_s", "ceiling_per_s", "ratio_to_ceiling"}
     assert doc["sustained"]["tasks_per_s"] > 0 and doc["sustained"]["ceiling_per_s"] > 0
@@ -27,6 +28,10 @@ def test_throughput_bench_runs_and_reports_its_contract(kafka, monkeypatch):
     # The no-op agent's latency at the same rate, measured after the ceiling in the same run.
     floor = doc["ceiling_latency_ms"]
     assert set(floor) == {"p50", "p95", "p99"} and 0 <= floor["p50"] <= floor["p95"] <= floor["p99"]
+    # And a no-op librdkafka copier's, reading as the task lane does.
+    assert doc["lane_ceiling_per_s"] > 0 and doc["ratio_to_lane_ceiling"] > 0
+    lane = doc["lane_ceiling_latency_ms"]
+    assert set(lane) == {"p50", "p95", "p99"} and 0 <= lane["p50"] <= lane["p95"] <= lane["p99"]
     split = doc["latency_split_ms"]
     assert set(split) == {"submit_to_decision", "decision_to_send"}
     assert all(part["p50"] is not None and part["p50"] >= 0 for part in split.values())
