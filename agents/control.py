@@ -16,7 +16,8 @@ fetches in the background whatever the event loop is doing. It is assigned by ha
 partitions of these topics as Faust's group gave this process of the task topics: they are
 co-partitioned, so partition p holds the same cells everywhere and one process still owns a
 whole cell (DESIGN.md section 3). Its events go through the same ``Scheduler.handle`` on the
-event loop, between two of the agent's events, so a cell's state still needs no lock.
+event loop, between two of the other inputs' events (the task lane's, or the agent's), so a
+cell's state still needs no lock.
 
 Offsets are committed under the group ``<app id>-control`` only once the state an event wrote
 is acknowledged by the broker (as Faust commits its own); a process that takes a cell over

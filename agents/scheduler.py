@@ -3,10 +3,11 @@
 The Faust agent's group assigns this process the ordinary task topics' partitions, and so its
 cells; two lanes (``agents/control.py``) read the inputs of those partitions with librdkafka
 consumers of their own: the task lane the ordinary task topics (unless ``SHUNTER_TASK_LANE=0``,
-when the agent reads them), the control lane heartbeats, completions and the urgent lanes. The topics share a partition count, so every message of a
-cell reaches the same process, in order per topic, and both hand events to ``Scheduler.handle``
-on one event loop, one at a time: the cell's state needs no locks. A timer sends each owned cell
-a ``CellTick`` through the tasks topic, so lease expiry and liveness run through the same path.
+when the agent reads them), the control lane heartbeats, completions and the urgent lanes. The
+topics share a partition count, so every message of a cell reaches the same process, in order
+per topic, and every reader hands events to ``Scheduler.handle`` on one event loop, one at a
+time: the cell's state needs no locks. A timer sends each owned cell a ``CellTick`` through the
+tasks topic, so lease expiry and liveness run through the same path.
 
 State and outputs are committed in groups: the events a cell handles while its previous batch is
 being written form the next batch, written as one (``Batch``, ``_try_seal``). Once the broker

@@ -692,7 +692,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--seed", type=int, default=1)
     rp.add_argument("--json", action="store_true")
 
-    be = add("bench", cmd_bench, "throughput through Kafka against the no-op Faust ceiling (BENCHMARKS.md section 2); "
+    be = add("bench", cmd_bench, "throughput through Kafka against the no-op Faust ceiling (BENCHMARKS.md section 2) and a "
+             "no-op librdkafka copier; "
              "peer: the same work through Celery on RabbitMQ, side by side")
     be.add_argument("action", choices=["throughput", "peer", "noop-agent", "noop-lane"])
     be.add_argument("--tasks", type=int, default=5000)

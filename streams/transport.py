@@ -88,7 +88,8 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
     async def on_partitions_assigned(self, assigned: set[Any], generation_id: int = 0) -> None:
         # Called from aiokafka's rebalance listener once the new assignment is in place, each
-        # partition unpaused: pause those read elsewhere before anything else runs on this loop.
+        # partition unpaused: pause those read elsewhere at once. Records of a fetch sent in the
+        # moment before are dropped by aiokafka unreturned, as for any paused partition.
         elsewhere = _elsewhere(self.app)
         paused = [faust_aiokafka.TopicPartition(tp.topic, tp.partition) for tp in assigned if tp.topic in elsewhere]
         if paused:
