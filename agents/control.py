@@ -56,6 +56,8 @@ BATCH = 500
 BACKLOG = 5000
 """Messages handed to the event loop and not handled yet; above this the reader waits."""
 LAG_EVERY_S = 5.0
+DURABLE_EVERY_S = 0.2
+"""How often offsets of acknowledged state are passed to the reader to commit, between batches."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,17 +144,23 @@ class Lane:
         self._inbox = asyncio.Queue()
         self._thread = threading.Thread(target=self._read, name=f"shunter-{self.name}-lane", daemon=True)
         self._thread.start()
+        # Commits also come due while no batch arrives. A timer of their own, not a timeout on
+        # each wait for a batch: ``wait_for`` starts a task and a timer per batch (25 us a
+        # hand-over against 9 on this machine; 4% of the samples at 300 tasks/s).
+        idle = self._loop.create_task(self._durable_every(DURABLE_EVERY_S))
         try:
             while True:
-                try:
-                    batch = await asyncio.wait_for(self._inbox.get(), timeout=0.2)
-                except asyncio.TimeoutError:
-                    self._durable()
-                    continue
+                batch = await self._inbox.get()
                 await self._handle_batch(batch)
                 self._durable()
         finally:
+            idle.cancel()
             self._stop.set()
+
+    async def _durable_every(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            self._durable()
 
     async def _handle_batch(self, batch: list[tuple[int, Any]]) -> None:
         """Handle a batch in order, ``turn`` events per turn of the event loop."""
