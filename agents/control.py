@@ -85,6 +85,12 @@ def lane_group(settings: Settings, name: str) -> str:
     return f"{settings.app_id}-{name}"
 
 
+def lane_consumer_config(settings: Settings, group: str) -> dict[str, Any]:
+    """A lane's reader: offsets committed by hand, past durable state only."""
+    return {**settings.kafka_config(), "group.id": group, "enable.auto.commit": False,
+            "auto.offset.reset": "earliest", "fetch.wait.max.ms": 100, "client.id": f"{group}-reader"}
+
+
 def control_group(settings: Settings) -> str:
     return lane_group(settings, "control")
 
@@ -203,9 +209,7 @@ class Lane:
 
     # ---------------------------------------------------------------------------- the reader thread
     def _read(self) -> None:
-        consumer = Consumer({
-            **self.settings.kafka_config(), "group.id": self.group, "enable.auto.commit": False,
-            "auto.offset.reset": "earliest", "fetch.wait.max.ms": 100, "client.id": f"{self.group}-reader"})
+        consumer = Consumer(lane_consumer_config(self.settings, self.group))
         # The agent's group: only to read where it had got to (it never subscribes here).
         legacy = Consumer({**self.settings.kafka_config(), "group.id": self.settings.app_id,
                            "enable.auto.commit": False})

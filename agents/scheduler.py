@@ -850,11 +850,11 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
         return (recovery is None or recovery.completed.is_set()) and not app.rebalancing
 
     control = control_topics(settings)
-    lanes = [lane for lane in (
-        Lane(settings, control, scheduler.handle, ready) if control else None,
-        # A few events a turn: a critical task on the control lane waits for at most that many.
-        Lane(settings, sorted(laned), scheduler.handle, ready, name="tasks", turn=LANE_TURN) if laned else None)
-        if lane is not None]
+    lanes: list[Lane] = []
+    if control:
+        lanes.append(Lane(settings, control, scheduler.handle, ready))
+    if laned:  # a few events a turn: a critical task on the control lane waits for at most that many
+        lanes.append(Lane(settings, sorted(laned), scheduler.handle, ready, name="tasks", turn=LANE_TURN))
 
     @app.task
     async def start_watchdog() -> None:

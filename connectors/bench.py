@@ -396,15 +396,14 @@ def noop_lane() -> None:
     producer set as the scheduler's (``streams/outbound.py``). Nothing else; runs until killed."""
     from confluent_kafka import Producer
 
-    from shunter.agents.control import BATCH
-    from shunter.streams.outbound import producer_config
+    from shunter.agents.control import BATCH, lane_consumer_config
+    from shunter.streams.outbound import outbound_config
 
     settings = Settings.from_env()
     out_name = os.environ["SHUNTER_BENCH_OUT"]
-    consumer = Consumer({**settings.kafka_config(), "group.id": f"{settings.app_id}-noop-lane",
-                         "enable.auto.commit": True, "auto.offset.reset": "earliest", "fetch.wait.max.ms": 100})
-    out = Producer(producer_config(settings, **{"linger.ms": 1, "batch.size": 512 * 1024,
-                                                "socket.nagle.disable": True}))
+    # A fresh group each run, read from the beginning; it commits nothing (it is never restarted).
+    consumer = Consumer(lane_consumer_config(settings, f"{settings.app_id}-noop-lane"))
+    out = Producer(outbound_config(settings))
     consumer.subscribe([TopicNames(settings).tasks])
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:

@@ -48,6 +48,15 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
             "partitioner": "murmur2_random", **extra}
 
 
+def outbound_config(settings: Settings, linger_ms: int = 1, **extra: Any) -> dict[str, Any]:
+    """The scheduler's producer (``Outbound``). Batches up to 512 KB, as Faust's producer was set
+    (streams/app.py): a sealed batch's writes to one partition leave in one request. Nagle off: on
+    loopback it held small requests back for tens of milliseconds."""
+    return producer_config(settings, **{
+        "linger.ms": linger_ms, "batch.size": 512 * 1024, "queue.buffering.max.messages": 1_000_000,
+        "socket.nagle.disable": True, **extra})
+
+
 class _Delivery:
     """Counts one batch's delivery reports and resolves its future when the last one arrived."""
 
@@ -79,12 +88,7 @@ class Outbound:
     """One librdkafka producer; its delivery reports are served by ``run`` on the event loop."""
 
     def __init__(self, settings: Settings, linger_ms: int = 1, **extra: Any) -> None:
-        # Batches up to 512 KB, as Faust's producer was set (streams/app.py): a sealed batch's
-        # writes to one partition leave in one request. Nagle off: on loopback it held small
-        # requests back for tens of milliseconds.
-        self.producer = Producer(producer_config(settings, **{
-            "linger.ms": linger_ms, "batch.size": 512 * 1024, "queue.buffering.max.messages": 1_000_000,
-            "socket.nagle.disable": True, **extra}))
+        self.producer = Producer(outbound_config(settings, linger_ms, **extra))
         self._busy = asyncio.Event()
 
     async def run(self) -> None:
