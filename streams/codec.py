@@ -7,17 +7,24 @@ writer schema by its fingerprint, including older versions kept in ``schemas/rel
 
 Agents, the client SDK, the worker SDK and the simulator-to-Kafka replay all encode and decode
 through :data:`CODEC`.
+
+Two libraries read the same ``.avsc`` files: fastavro parses them once for the schema's
+canonical form and fingerprint (and the tests' compatibility checks); cavro, also compiled with
+Cython, encodes and decodes the bodies. It writes the same bytes as fastavro (tests/unit/
+test_codec.py checks every schema) at a third to a half of its cost: 5-11 us a record against
+11-17 for encoding, 3-8 against 10-20 for decoding (docs/benchmarks/throughput.md, "Session 15").
+A placed task takes one decode and three encodes on the scheduler's event loop.
 """
 
 from __future__ import annotations
 
-import io
 import json
 from functools import cached_property
 from importlib import resources
 from typing import Any, Final
 
-from fastavro import parse_schema, schemaless_reader, schemaless_writer
+import cavro
+from fastavro import parse_schema
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from shunter.streams.errors import CodecError
@@ -27,6 +34,11 @@ HEADER_LEN: Final = 10
 
 # Named types other schemas refer to must be parsed first.
 _ORDER: Final = ("PriorityClass", "ResourceHints")
+_OPTIONS: Final = cavro.DEFAULT_OPTIONS.replace(
+    record_decodes_to_dict=True,
+    # As fastavro's writer: a field left out takes its default, else null where the type allows it.
+    missing_values_can_be_null=True,
+)
 
 
 def _schema_texts() -> dict[str, dict[str, Any]]:
@@ -56,19 +68,28 @@ class AvroCodec:
     def __init__(self) -> None:
         self.named: dict[str, Any] = {}
         self.schemas: dict[str, Any] = {}
+        """fastavro's parsed schemas, by name (canonical form and fingerprint)."""
         texts = _schema_texts()
+        external: dict[str, Any] = {}
+        self._writers: dict[str, cavro.Schema] = {}
+        """cavro's, by name: what encodes a record, and decodes what today's schema wrote."""
         for name in (*_ORDER, *(n for n in texts if n not in _ORDER)):
             self.schemas[name] = parse_schema(texts[name], named_schemas=self.named)
-        self._fp_by_name: dict[str, bytes] = {}
+            self._writers[name] = cavro.Schema(texts[name], options=_OPTIONS.with_external_types(external))
+            external.update(self._writers[name].named_types)
+        self._prefix: dict[str, bytes] = {}
         self._by_fp: dict[bytes, tuple[str, Any]] = {}
+        """Per writer fingerprint, the schema name and what decodes its bodies into today's record."""
         for name, parsed in self.schemas.items():
             fp = _fingerprint(parsed)
-            self._fp_by_name[name] = fp
-            self._by_fp[fp] = (name, parsed)
+            self._prefix[name] = MARKER + fp
+            self._by_fp[fp] = (name, self._writers[name])
         for text in _released_texts():
-            parsed = parse_schema(text, named_schemas=dict(self.named))
+            fp = _fingerprint(parse_schema(text, named_schemas=dict(self.named)))
             name = text["name"].rsplit(".", 1)[-1]
-            self._by_fp.setdefault(_fingerprint(parsed), (name, parsed))
+            if fp not in self._by_fp and name in self._writers:
+                writer = cavro.Schema(text, options=_OPTIONS.with_external_types(external))
+                self._by_fp[fp] = (name, self._writers[name].reader_for_writer(writer))
 
     @cached_property
     def record_names(self) -> list[str]:
@@ -77,17 +98,13 @@ class AvroCodec:
     def encode(self, name: str, record: dict[str, Any]) -> bytes:
         """Encode ``record`` with the current schema ``name``; raise CodecError if it does not fit."""
         try:
-            schema = self.schemas[name]
+            writer = self._writers[name]
         except KeyError:
             raise CodecError(f"no schema named {name!r}; known: {', '.join(self.record_names)}") from None
-        buf = io.BytesIO()
-        buf.write(MARKER)
-        buf.write(self._fp_by_name[name])
         try:
-            schemaless_writer(buf, schema, record)
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            return self._prefix[name] + writer.binary_encode(record)
+        except (cavro.CavroException, ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
             raise CodecError(f"{name} record does not fit its schema: {exc}") from exc
-        return buf.getvalue()
 
     def decode(self, data: bytes | None) -> tuple[str, dict[str, Any]]:
         """Return ``(schema name, record)``; raise CodecError for bytes that are not one of ours."""
@@ -97,12 +114,10 @@ class AvroCodec:
         known = self._by_fp.get(fp)
         if known is None:
             raise CodecError(f"unknown writer schema fingerprint {fp.hex()}")
-        name, writer = known
-        reader = self.schemas.get(name, writer)
+        name, reader = known
         try:
-            record = schemaless_reader(io.BytesIO(data[HEADER_LEN:]), writer,
-                                       reader if reader is not writer else None)
-        except Exception as exc:  # noqa: BLE001 - fastavro raises many types on corrupt input
+            record = reader.binary_decode(bytes(data[HEADER_LEN:]))
+        except Exception as exc:  # noqa: BLE001 - a decoder raises many types on corrupt input
             raise CodecError(f"corrupt {name} body: {type(exc).__name__}: {exc}") from exc
         if not isinstance(record, dict):
             raise CodecError(f"{name} did not decode to a record")

@@ -9,7 +9,11 @@ meanwhile nothing new is fetched for the busy one. Measured with ``shunter bench
 submit-to-decision p50 1.6 s at half the maximum rate in every run once the control lane took
 heartbeats off this consumer (no heartbeat came to release the held fetch early any more); with
 20 ms, see docs/benchmarks/throughput.md. The price: an idle scheduler sends an empty fetch every
-20 ms.
+20 ms. So only where this consumer reads the agent's input: with the task lane on (the default)
+every input partition is read by a lane, this consumer fetches only what Faust reads itself
+(changelogs while recovering, standby replicas), and Faust's 1,500 ms stands. With 20 ms there,
+aiokafka decoded an empty fetch response on the event loop 50 times a second: about 5% of the
+loop's samples at 300 tasks/s (docs/benchmarks/throughput.md, "Session 15").
 
 And one fix: Faust hands aiokafka its live set of active partitions to drain records from, and
 aiokafka reads an *empty* set as "every partition" (``if partitions and tp not in partitions``).
@@ -77,7 +81,8 @@ class Only:
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # noqa: SLF001 - read when its fetcher starts
+        if not _elsewhere(self.app):  # it fetches the agent's input
+            consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # noqa: SLF001 - read when its fetcher starts
         return consumer
 
     async def _fetch_records(self, consumer: Any, active_partitions: Any, timeout: float | None = None,

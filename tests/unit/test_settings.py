@@ -58,14 +58,18 @@ def test_faust_files_go_under_the_state_directory_not_the_current_one(monkeypatc
 
 
 
-def test_the_scheduler_consumer_holds_an_empty_fetch_for_milliseconds_not_seconds():
-    """Built through Shunter's own Faust transport (streams/transport.py), not Faust's 1,500 ms."""
+@pytest.mark.parametrize("task_lane, wait_ms", [(False, "ours"), (True, 1500)])
+def test_the_consumer_holds_an_empty_fetch_for_milliseconds_only_while_it_reads_the_agents_input(task_lane, wait_ms):
+    """Built through Shunter's own Faust transport (streams/transport.py). Where the agent reads
+    the task topics a held fetch delays them: milliseconds, not Faust's 1,500. Where the task
+    lane reads them, this consumer fetches only Faust's own reads, and Faust's choice stands."""
     import asyncio
 
     from shunter.streams.app import create_app
     from shunter.streams.transport import FETCH_MAX_WAIT_MS
 
-    app, _, _ = create_app(Settings(app_id="shunter-fetch-probe", bootstrap_servers="localhost:1"))
+    app, _, _ = create_app(Settings(app_id="shunter-fetch-probe", bootstrap_servers="localhost:1",
+                                    task_lane=task_lane))
 
     async def build() -> int:
         consumer = app.consumer._thread._create_worker_consumer(app.transport)
@@ -74,4 +78,5 @@ def test_the_scheduler_consumer_holds_an_empty_fetch_for_milliseconds_not_second
         finally:
             await consumer.stop()
 
-    assert asyncio.run(build()) == FETCH_MAX_WAIT_MS < 100, "Faust's own choice is 1,500 ms"
+    assert asyncio.run(build()) == (FETCH_MAX_WAIT_MS if wait_ms == "ours" else wait_ms)
+    assert FETCH_MAX_WAIT_MS < 100
