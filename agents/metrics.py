@@ -59,6 +59,9 @@ OUTPUT_BACKLOG = Gauge("shunter_output_backlog_events",
                        "Batches whose outputs wait for their state writes to be acknowledged", registry=REGISTRY)
 BATCH_SIZE = Histogram("shunter_group_commit_events", "Events per sealed batch (one outbox entry for all of them)",
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=REGISTRY)
+STATE_ACK = Histogram("shunter_state_ack_seconds",
+                      "A sealed batch's state writes handed to the producer until the broker acknowledged them all",
+                      buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1), registry=REGISTRY)
 CONSUMER_LAG = Gauge("shunter_consumer_lag", "Input messages not yet committed (high watermark - committed offset)",
                      ["topic", "partition"], registry=REGISTRY)
 GC_PAUSE = Histogram("shunter_gc_pause_seconds", "Python garbage collections: how long each stopped the process",

@@ -471,6 +471,8 @@ class Scheduler:
         too (``_durable``): Faust commits only what was acknowledged, so a commit is never past a
         write that could still be lost."""
         state = self.outbound.send([(topic, key, value, partition) for _, topic, partition, key, value in writes])
+        sent = time.perf_counter()
+        state.add_done_callback(lambda _: metrics.STATE_ACK.observe(time.perf_counter() - sent))
         if staged is not None:
             self._queue_outputs(staged, state if self.wait_for_state else None)
         if not self.wait_for_state or state.done():

@@ -168,6 +168,12 @@ def test_events_behind_an_unacknowledged_batch_share_one_outbox_entry_and_are_ac
     first is acknowledged, and their input is acknowledged only then."""
     s = harness.scheduler
     s.wait_for_state = True  # state futures resolve only when this test says so
+    from shunter.agents import metrics
+
+    def acks_timed() -> float:
+        return metrics.REGISTRY.get_sample_value("shunter_state_ack_seconds_count") or 0.0
+
+    timed = acks_timed()
 
     def outbox() -> list[dict]:
         return sorted((v for k, v in harness.tables.cells.items() if "#outbox#" in k), key=lambda e: e["n"])
@@ -196,6 +202,7 @@ def test_events_behind_an_unacknowledged_batch_share_one_outbox_entry_and_are_ac
             assert harness.acknowledge_state() == ["cells"] + ["tasks"] * 5, "one write per task, one outbox entry"
             await asyncio.sleep(0.01)
             assert all(e.message.acked for e in events)
+            assert acks_timed() == timed + 2, "each batch's wait for its state acknowledgement is timed once"
             await s.drain()
             await agent.put(submitted("t8"), key=b"c1")         # sealed at once, and in flight
             late = await agent.put(submitted("t9"), key=b"c1")  # joins a batch behind it
