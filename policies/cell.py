@@ -16,6 +16,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
@@ -214,6 +215,13 @@ class Cell:
         self._pool_workers: dict[str, list[Worker]] = {}
         """The workers of ``_worker_order``, per pool."""
         self._runtimes: dict[str, dict[str, float]] = {}
+        self._leases: list[tuple[int, str, int]] = []
+        """A heap of (lease end, task id, epoch) of assignments: ``tick`` looks only at those due,
+        not at every running task. An entry whose task has since finished, been requeued or been
+        assigned again is skipped; one whose lease a heartbeat renewed goes back in once, at the
+        renewed end."""
+        self._finished: deque[tuple[int, str]] = deque()
+        """(finished at, task id) in the order tasks finished: ``evict_finished`` pops from the left."""
         self.queue = PendingQueue()
         self.set_policy(policy)
 
@@ -434,13 +442,7 @@ class Cell:
                 w.alive = False
                 fx.workers.add(w.worker_id)
                 self._requeue_worker(w, f"worker {w.worker_id} missed heartbeats for {self.timing.heartbeat_timeout_s:g}s", now_ms, fx)
-        for w in self.workers.values():
-            for tid in list(w.running):
-                rec = self.tasks[tid]
-                if rec.lease_expires_at_ms is not None and rec.lease_expires_at_ms < now_ms:
-                    self._release(rec)
-                    self._audit(fx, "lease-expired", rec, now_ms, reason=f"lease on {w.worker_id} expired")
-                    self._requeue(rec, now_ms, fx)
+        self._expire_leases(now_ms, fx)
         self._dispatch(now_ms, fx)
         limit_ms = int(self.policy.unplaceable_timeout_s * 1000)
         for tid in list(self._eligible):
@@ -449,6 +451,23 @@ class Cell:
                 self._dequeue(tid)
                 self._finish(rec, TaskState.REJECTED, rec.reason, now_ms, fx, action="reject")
         return fx
+
+    def _expire_leases(self, now_ms: int, fx: Effects) -> None:
+        """Requeue every assigned task whose lease ended before ``now_ms``. Costs the leases due,
+        not the tasks running: a scan of every running task on each tick held the scheduler's
+        event loop 5 ms every half second with 40,000 of them (docs/benchmarks/throughput.md)."""
+        leases = self._leases
+        while leases and leases[0][0] < now_ms:
+            _, tid, epoch = heapq.heappop(leases)
+            rec = self.tasks.get(tid)
+            if rec is None or rec.state != TaskState.ASSIGNED or rec.epoch != epoch or rec.lease_expires_at_ms is None:
+                continue  # finished, requeued or assigned again since
+            if rec.lease_expires_at_ms >= now_ms:  # renewed by a heartbeat
+                heapq.heappush(leases, (rec.lease_expires_at_ms, tid, epoch))
+                continue
+            self._release(rec)
+            self._audit(fx, "lease-expired", rec, now_ms, reason=f"lease on {rec.worker_id} expired")
+            self._requeue(rec, now_ms, fx)
 
     # ------------------------------------------------------------------------- capacity planning
     SURGE_SHARE = 0.8
@@ -775,6 +794,7 @@ class Cell:
         rec.state, rec.worker_id, rec.pool = TaskState.ASSIGNED, w.worker_id, w.pool
         rec.assigned_at_ms = now_ms
         rec.lease_expires_at_ms = now_ms + int(self.timing.lease_s * 1000)
+        heapq.heappush(self._leases, (rec.lease_expires_at_ms, rec.task.task_id, rec.epoch))
         rec.predicted_runtime_s = d.predicted_runtime_s
         rec.reason = None
         rec.updated_at_ms = now_ms
@@ -891,6 +911,7 @@ class Cell:
         self._eligible.pop(rec.task.task_id, None)
         rec.state, rec.reason, rec.updated_at_ms, rec.finished_at_ms = state, reason, now_ms, now_ms
         rec.lease_expires_at_ms = None
+        self._finished.append((now_ms, rec.task.task_id))
         fx.tasks.add(rec.task.task_id)
         fx.statuses.append(rec.to_status())
         if action is not None:
@@ -966,19 +987,31 @@ class Cell:
                 continue
             if now_ms is not None:
                 rec.lease_expires_at_ms = max(rec.lease_expires_at_ms or 0, now_ms + lease_ms)
+            if rec.lease_expires_at_ms is not None:
+                self._leases.append((rec.lease_expires_at_ms, rec.task.task_id, rec.epoch))
             holder = self.workers.get(rec.worker_id or "")
             if holder is None:  # cannot happen (a worker is durable before any assignment to it); never lose the task
                 holder = self.workers[rec.worker_id or ""] = Worker(rec.worker_id or "", rec.pool or "", self.name, 1,
                                                                     alive=False)
             holder.running[rec.task.task_id] = rec.epoch
+        heapq.heapify(self._leases)
+        self._finished = deque(sorted((r.finished_at_ms or 0, tid) for tid, r in self.tasks.items() if r.terminal))
 
     def evict_finished(self, before_ms: int) -> list[str]:
-        """Forget terminal tasks that finished before ``before_ms``; returns their ids."""
-        gone = [tid for tid, r in self.tasks.items() if r.terminal and (r.finished_at_ms or 0) < before_ms]
-        for tid in gone:
-            task = self.tasks.pop(tid).task
-            if task.idempotency_key:
-                self.by_idempotency_key.pop(_idem(task), None)
+        """Forget terminal tasks that finished before ``before_ms``; returns their ids. Costs the
+        tasks evicted, not the tasks held (``_finished`` is in finishing order; a clock that
+        stepped back only delays an eviction by the step)."""
+        gone: list[str] = []
+        finished = self._finished
+        while finished and finished[0][0] < before_ms:
+            at, tid = finished.popleft()
+            rec = self.tasks.get(tid)
+            if rec is None or not rec.terminal or (rec.finished_at_ms or 0) != at:
+                continue  # forgotten already
+            del self.tasks[tid]
+            if rec.task.idempotency_key:
+                self.by_idempotency_key.pop(_idem(rec.task), None)
+            gone.append(tid)
         return gone
 
     def forget(self, task_id: str) -> None:

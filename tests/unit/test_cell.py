@@ -306,6 +306,47 @@ def test_a_finished_task_is_never_requeued_from_a_restored_worker_record():
     assert [r["action"] for r in fx.audits if r["task_id"] == "t2"][:1] == ["requeue"]
 
 
+def test_leases_expire_in_order_of_their_end_and_a_renewed_or_reassigned_one_only_when_it_ends():
+    """tick looks only at the leases due (a heap), not at every running task: a lease a
+    heartbeat renewed, or an assignment that was replaced, must still expire exactly when it ends."""
+    c = cell(lease_s=2, timeout_s=60)
+    c.heartbeat(heartbeat("w1", slots=3), T0)
+    c.submit(task("a"), T0)
+    c.submit(task("b", at=T0 + 500), T0 + 500)
+    c.submit(task("c", at=T0 + 600), T0 + 600)
+    c.heartbeat(heartbeat("w1", slots=3, in_flight=[{"task_id": "a", "epoch": 1}]), T0 + 1800)  # a: until +3.8s
+    c.complete(completion("c", "w1", 1), T0 + 700)                                             # c: finished
+    fx = c.tick(T0 + 2600)
+    assert [(r["action"], r["task_id"]) for r in fx.audits][:1] == [("lease-expired", "b")], "b ended at +2.5s"
+    assert c.tasks["b"].epoch == 2 and c.tasks["a"].epoch == 1 and c.tasks["c"].state == TaskState.SUCCEEDED
+    assert not [r for r in c.tick(T0 + 3700).audits if r["action"] == "lease-expired"], "a was renewed to +3.8s"
+    fx = c.tick(T0 + 3900)
+    assert [r["task_id"] for r in fx.audits if r["action"] == "lease-expired"] == ["a"]
+    fx = c.tick(T0 + 4700)  # b's second assignment (at +2.6s) ends at +4.6s; its first entry is long gone
+    assert [(r["task_id"], r["epoch"]) for r in fx.audits if r["action"] == "lease-expired"] == [("b", 2)]
+
+
+def test_finished_tasks_are_forgotten_in_the_order_they_finished_and_only_once():
+    from shunter.policies.model import TaskRecord, Worker
+
+    c = cell()
+    c.heartbeat(heartbeat("w1", slots=4), T0)
+    for i, tid in enumerate(["a", "b", "c", "d"]):
+        c.submit(task(tid, at=T0 + i), T0 + i)
+    c.complete(completion("b", "w1", 1), T0 + 100)
+    c.complete(completion("a", "w1", 1), T0 + 200)
+    c.complete(completion("c", "w1", 1), T0 + 300)
+    c.forget("a")
+    assert c.evict_finished(T0 + 100) == [], "b finished at +100: not before it"
+    assert c.evict_finished(T0 + 250) == ["b"], "a was forgotten already"
+    d = cell()
+    d.restore(c.meta(), [TaskRecord.from_dict(r.to_dict()) for r in c.tasks.values()],
+              [Worker.from_dict(w.to_dict()) for w in c.workers.values()], now_ms=T0 + 400)
+    for owner in (c, d):
+        assert owner.evict_finished(T0 + 10_000) == ["c"], "d still runs"
+        assert set(owner.tasks) == {"d"} and owner.evict_finished(T0 + 20_000) == []
+
+
 def test_plain_heartbeats_and_lease_renewals_write_nothing_durable_and_restore_grants_grace():
     from shunter.policies.model import TaskRecord, Worker
 
