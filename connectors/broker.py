@@ -150,7 +150,9 @@ class LocalBroker:
     controller listens on port+1. Alone it is a single-node cluster; ``LocalCluster`` runs three."""
 
     port: int = 9092
-    heap: str = "512m"
+    heap: str = "2g"
+    """ZGC collects concurrently, and needs room to: with 512 MB it once ran out before a cycle
+    ended and stalled the broker's allocations ("Allocation Stall" in its gc log)."""
     data_root: Path | None = None
     node_id: int = 1
     voters: str = ""
@@ -457,7 +459,7 @@ class LocalCluster:
 
     port: int = 9092
     nodes: int = 3
-    heap: str = "384m"
+    heap: str = "1g"
     data_root: Path | None = None
 
     def members(self) -> list[LocalBroker]:
