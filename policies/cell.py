@@ -176,6 +176,11 @@ class _SlotTimes:
         return heap
 
 
+LEASE_SLACK = 4096
+"""A cell's lease heap is rebuilt from the tasks assigned when it holds more than twice as many
+entries as they, plus this many (``Cell._expire_leases``)."""
+
+
 class Cell:
     def __init__(self, name: str, policy: PolicyDocument, estimator: RuntimeEstimator,
                  timing: CellTiming = CellTiming(), seed: int = 0,
@@ -457,6 +462,8 @@ class Cell:
         not the tasks running: a scan of every running task on each tick held the scheduler's
         event loop 5 ms every half second with 40,000 of them (docs/benchmarks/throughput.md)."""
         leases = self._leases
+        if len(leases) > 2 * sum(len(w.running) for w in self.workers.values()) + LEASE_SLACK:
+            leases = self._leases = self._live_leases()  # mostly finished tasks' entries: rebuilt
         while leases and leases[0][0] < now_ms:
             _, tid, epoch = heapq.heappop(leases)
             rec = self.tasks.get(tid)
@@ -468,6 +475,19 @@ class Cell:
             self._release(rec)
             self._audit(fx, "lease-expired", rec, now_ms, reason=f"lease on {rec.worker_id} expired")
             self._requeue(rec, now_ms, fx)
+
+    def _live_leases(self) -> list[tuple[int, str, int]]:
+        """The lease heap of the tasks assigned now, without the entries of finished ones (a task
+        that finishes leaves its entry until its lease would have ended: with long leases and
+        many tasks, most of the heap)."""
+        live: list[tuple[int, str, int]] = []
+        for w in self.workers.values():
+            for tid in w.running:
+                rec = self.tasks[tid]
+                if rec.lease_expires_at_ms is not None:
+                    live.append((rec.lease_expires_at_ms, tid, rec.epoch))
+        heapq.heapify(live)
+        return live
 
     # ------------------------------------------------------------------------- capacity planning
     SURGE_SHARE = 0.8
@@ -987,14 +1007,12 @@ class Cell:
                 continue
             if now_ms is not None:
                 rec.lease_expires_at_ms = max(rec.lease_expires_at_ms or 0, now_ms + lease_ms)
-            if rec.lease_expires_at_ms is not None:
-                self._leases.append((rec.lease_expires_at_ms, rec.task.task_id, rec.epoch))
             holder = self.workers.get(rec.worker_id or "")
             if holder is None:  # cannot happen (a worker is durable before any assignment to it); never lose the task
                 holder = self.workers[rec.worker_id or ""] = Worker(rec.worker_id or "", rec.pool or "", self.name, 1,
                                                                     alive=False)
             holder.running[rec.task.task_id] = rec.epoch
-        heapq.heapify(self._leases)
+        self._leases = self._live_leases()
         self._finished = deque(sorted((r.finished_at_ms or 0, tid) for tid, r in self.tasks.items() if r.terminal))
 
     def evict_finished(self, before_ms: int) -> list[str]:

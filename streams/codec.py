@@ -87,9 +87,10 @@ class AvroCodec:
         for text in _released_texts():
             fp = _fingerprint(parse_schema(text, named_schemas=dict(self.named)))
             name = text["name"].rsplit(".", 1)[-1]
-            if fp not in self._by_fp and name in self._writers:
+            if fp not in self._by_fp:
                 writer = cavro.Schema(text, options=_OPTIONS.with_external_types(external))
-                self._by_fp[fp] = (name, self._writers[name].reader_for_writer(writer))
+                current = self._writers.get(name)  # a schema no longer current reads as it was written
+                self._by_fp[fp] = (name, current.reader_for_writer(writer) if current is not None else writer)
 
     @cached_property
     def record_names(self) -> list[str]:

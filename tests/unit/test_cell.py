@@ -326,6 +326,24 @@ def test_leases_expire_in_order_of_their_end_and_a_renewed_or_reassigned_one_onl
     assert [(r["task_id"], r["epoch"]) for r in fx.audits if r["action"] == "lease-expired"] == [("b", 2)]
 
 
+def test_the_lease_heap_does_not_keep_the_entries_of_finished_tasks_for_long():
+    """A finished task's heap entry stays until its lease would have ended: with long leases and
+    many tasks the tick rebuilds the heap from the tasks assigned now, so memory follows them."""
+    from shunter.policies.cell import LEASE_SLACK
+
+    c = cell(lease_s=3600, timeout_s=7200)
+    c.heartbeat(heartbeat("w1", slots=LEASE_SLACK * 2), T0)
+    n = LEASE_SLACK + 100
+    for i in range(n):
+        c.submit(task(f"t{i}", at=T0 + i), T0 + i)
+    for i in range(n - 10):
+        c.complete(completion(f"t{i}", "w1", 1), T0 + n + i)
+    c.tick(T0 + 3 * n)
+    assert len(c._leases) == 10, "rebuilt from the ten tasks still assigned"
+    fx = c.tick(T0 + 3_700_000)
+    assert sorted(r["task_id"] for r in fx.audits if r["action"] == "lease-expired") == [f"t{i}" for i in range(n - 10, n)]
+
+
 def test_finished_tasks_are_forgotten_in_the_order_they_finished_and_only_once():
     from shunter.policies.model import TaskRecord, Worker
 
