@@ -29,6 +29,7 @@ from typing import Any
 
 from shunter.agents.control import ControlEvent, ControlMessage
 from shunter.agents.scheduler import install
+from shunter.policies.model import TaskState
 from shunter.streams.app import CHANGELOG_PARTITION, create_app
 from shunter.streams.codec import CODEC
 from shunter.streams.settings import Settings
@@ -95,7 +96,7 @@ async def _measure(tasks: int, batches: list[int], profile: bool) -> None:
                 profiler.disable()
                 pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
             spent = time.process_time() - started
-            placed = sum(r.state == "assigned" for r in scheduler.cells["default"].tasks.values())
+            placed = sum(r.state == TaskState.ASSIGNED for r in scheduler.cells["default"].tasks.values())
             if placed != offset - 1:
                 raise SystemExit(f"only {placed} of {offset - 1} tasks were placed: the measurement is not of placements")
             print(f"batch {size:4d}: {spent / tasks * 1e6:7.1f} us of CPU per task")

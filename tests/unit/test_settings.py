@@ -5,6 +5,7 @@ import pytest
 from shunter.streams.errors import BrokerError
 from shunter.streams.settings import Settings
 from shunter.streams.topics import TopicNames
+from shunter.streams.transport import FETCH_MAX_WAIT_MS
 
 
 def test_credentials_reach_kafka_settings_but_never_a_repr(tmp_path, monkeypatch):
@@ -58,7 +59,7 @@ def test_faust_files_go_under_the_state_directory_not_the_current_one(monkeypatc
 
 
 
-@pytest.mark.parametrize("task_lane, wait_ms", [(False, "ours"), (True, 1500)])
+@pytest.mark.parametrize("task_lane, wait_ms", [(False, FETCH_MAX_WAIT_MS), (True, 1500)])
 def test_the_consumer_holds_an_empty_fetch_for_milliseconds_only_while_it_reads_the_agents_input(task_lane, wait_ms):
     """Built through Shunter's own Faust transport (streams/transport.py). Where the agent reads
     the task topics a held fetch delays them: milliseconds, not Faust's 1,500. Where the task
@@ -66,7 +67,6 @@ def test_the_consumer_holds_an_empty_fetch_for_milliseconds_only_while_it_reads_
     import asyncio
 
     from shunter.streams.app import create_app
-    from shunter.streams.transport import FETCH_MAX_WAIT_MS
 
     app, _, _ = create_app(Settings(app_id="shunter-fetch-probe", bootstrap_servers="localhost:1",
                                     task_lane=task_lane))
@@ -78,5 +78,5 @@ def test_the_consumer_holds_an_empty_fetch_for_milliseconds_only_while_it_reads_
         finally:
             await consumer.stop()
 
-    assert asyncio.run(build()) == (FETCH_MAX_WAIT_MS if wait_ms == "ours" else wait_ms)
+    assert asyncio.run(build()) == wait_ms
     assert FETCH_MAX_WAIT_MS < 100
