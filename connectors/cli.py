@@ -147,25 +147,38 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 SWITCH_INTERVAL_S = 0.001
 """How long a thread may hold the GIL while another waits for it, in the scheduler (Python: 5 ms)."""
 
-GC_FULL_EVERY = 10_000
-"""Young-generation collections between two full ones (Python's default: 100)."""
+GC_MIDDLE_EVERY = 1
+"""Python's threshold for the middle generation: it is collected once more than this many young
+collections ran since its last one, so every third young collection here (Python's default: 10,
+every eleventh)."""
+GC_FULL_EVERY = 30_000
+"""Middle-generation collections between two full ones (Python's default: 10): about 100,000
+young collections, as rare as before the middle generation was collected more often."""
 
 
 def _quiet_collector() -> None:
-    """Keep Python's full garbage collections from stalling the event loop.
+    """Keep Python's garbage collections from stalling the event loop.
 
     Measured with ``bench throughput`` (a gc callback timing each collection): with the default
     thresholds the scheduler ran about seven full collections per 20 s run, 60-160 ms each, that
     freed almost nothing (the state is acyclic records, freed by reference counting) and made the
     latency's p99. Objects built at startup (modules, the Faust app) are frozen out of the
-    collector's reach, and full collections come a hundred times less often; young collections
-    (under 4 ms) stay as they are, so short-lived cycles are still freed promptly."""
+    collector's reach, and full collections come a hundred times less often.
+
+    The middle generation is collected every third young collection, not every eleventh: every
+    task the scheduler keeps (its record, its table row: about a dozen containers) survives the
+    young collection into the middle one, so with Python's 10 a middle collection walked ten young
+    collections' worth of survivors, about 10,000 objects, and stopped the loop 3-8 ms
+    (``tools/handle_cost.py``; 5-25 ms under the bench's load, twice a second). Now it walks two,
+    0.6-2 ms, for the same work in total: each survivor is still walked once in each of the two
+    generations (docs/benchmarks/throughput.md, session 16). Young collections (under 0.4 ms) stay
+    as they are, so short-lived cycles are still freed promptly."""
     import gc
 
     gc.collect()
     gc.freeze()
-    young, middle, _ = gc.get_threshold()
-    gc.set_threshold(young, middle, GC_FULL_EVERY)
+    young, _, _ = gc.get_threshold()
+    gc.set_threshold(young, GC_MIDDLE_EVERY, GC_FULL_EVERY)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
