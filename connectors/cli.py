@@ -186,12 +186,12 @@ def _quiet_collector() -> None:
 
     The middle generation is collected every third young collection, not every eleventh: every
     task the scheduler keeps (its record, its table row: about a dozen containers) survives the
-    young collection into the middle one, so with Python's 10 a middle collection walked ten young
-    collections' worth of survivors, about 10,000 objects, and stopped the loop 3-8 ms
-    (``tools/handle_cost.py``; 5-25 ms under the bench's load, twice a second). Now it walks two,
-    0.6-2 ms, for the same work in total: each survivor is still walked once in each of the two
-    generations (docs/benchmarks/throughput.md, session 16). Young collections (under 0.4 ms) stay
-    as they are, so short-lived cycles are still freed promptly."""
+    young collection into the middle one, so with Python's 10 a middle collection walked eleven
+    young collections' worth of objects, about 10,000, and stopped the loop 3-8 ms
+    (``tools/handle_cost.py``; 5-25 ms under the bench's load, twice a second). Now it walks
+    three, 0.6-2 ms, for the same work in total: each survivor is still walked once in each of
+    the two generations (docs/benchmarks/throughput.md, session 16). Young collections (0.1-0.7
+    ms) stay as they are, so short-lived cycles are still freed promptly."""
     import gc
 
     gc.collect()
