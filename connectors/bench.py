@@ -163,8 +163,9 @@ def _wait_for_group(settings: Settings, members: int, procs: list[subprocess.Pop
 
 
 def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callable[[str], None] = print,
-                   latency_s: float = 5.0, rate: float | None = None) -> dict[str, Any]:
-    """``rate``: offer the latency probe this many tasks/s instead of half the measured maximum."""
+                   latency_s: float = 5.0, rate: float | None = None, probe_csv: str | None = None) -> dict[str, Any]:
+    """``rate``: offer the latency probe this many tasks/s instead of half the measured maximum.
+    ``probe_csv``: write each probe task's times there (``write_probe``)."""
     offered = rate
     base = Settings.from_env()
     if not base.external_broker:
@@ -231,9 +232,11 @@ def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callabl
         probe = _timestamps(settings, names.assignments, n, timeout=120, start_offsets=start,
                             key_filter=lambda m: True)
         lat, to_cell, to_send = [], [], []
+        rows: list[tuple[str, float, int, int]] = []
         for t, m in probe:
             rec = CODEC.decode_as("Assignment", m.value())
             if rec["task_id"] in sent:
+                rows.append((rec["task_id"], sent[rec["task_id"]], rec["assigned_at_ms"], t))
                 lat.append(t - sent[rec["task_id"]])
                 # Where the time went: until the cell decided (the scheduler's clock stamps the
                 # decision), then until the assignment was handed to the producer.
@@ -242,6 +245,9 @@ def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callabl
     finally:
         hb.stop_.set()
         _stop(procs)
+    if probe_csv:
+        write_probe(probe_csv, rows)
+        say(f"the probe's {len(rows)} tasks, one per line: {probe_csv}")
 
     say("measuring the ceiling: a no-op Faust agent over the same messages, then its latency at "
         f"{target:.0f}/s")
@@ -272,6 +278,21 @@ def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callabl
                                     "p99": _pct(lane_floor, 0.99)},
         "schedulers": schedulers, "cells": cells, "broker": f"Apache Kafka {KAFKA_VERSION}", "cpu_count": os.cpu_count(),
     }
+
+
+def write_probe(path: str, rows: Sequence[tuple[str, float, int, int]]) -> None:
+    """The latency probe task by task, in the order submitted: when the client submitted it, when
+    the cell decided it (the scheduler's clock) and when its assignment was handed to the producer
+    (the record's timestamp), in ms since the epoch, all from this machine's clock. Where the tail
+    comes from: slow tasks in waves, and which side of the decision they waited on
+    (docs/benchmarks/throughput.md, session 16)."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["task_id", "submitted_ms", "decided_ms", "sent_ms"])
+        for task_id, submitted, decided, sent in sorted(rows, key=lambda r: r[1]):
+            out.writerow([task_id, f"{submitted:.3f}", decided, sent])
 
 
 def _rates_by_tenth(ts: Sequence[float]) -> list[float]:

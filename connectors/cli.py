@@ -467,7 +467,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                        concurrency=args.concurrency, say=say, headroom=args.headroom)
         print(json.dumps(doc) if args.json else json.dumps(doc, indent=2))
         return 0
-    doc = bench.run_throughput(args.tasks, cells=args.cells, schedulers=args.schedulers, say=say, rate=args.rate)
+    doc = bench.run_throughput(args.tasks, cells=args.cells, schedulers=args.schedulers, say=say, rate=args.rate,
+                               probe_csv=args.probe_csv)
     print(json.dumps(doc) if args.json else json.dumps(doc, indent=2))
     return 0
 
@@ -734,6 +735,8 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--cells", type=int, default=1)
     be.add_argument("--schedulers", type=int, default=1)
     be.add_argument("--rate", type=float, help="offer the latency probe this many tasks/s (default: half the maximum)")
+    be.add_argument("--probe-csv", metavar="PATH",
+                    help="throughput: write each probe task's submit, decision and send times (ms) to PATH")
     be.add_argument("--flood", type=int, default=5000, help="peer: low-priority tasks queued before the critical one")
     be.add_argument("--flood-runtime-s", type=float, default=0.25, help="peer: how long each flooded task runs")
     be.add_argument("--concurrency", type=int, default=4, help="peer: worker processes (Celery) and slots (Shunter)")

@@ -1,6 +1,8 @@
 """The throughput benchmark runs end to end and prints the JSON of BENCHMARKS.md section 2.
 (Its numbers are measured by the command, never asserted here.)"""
 
+import csv
+
 import pytest
 from harness import topics
 
@@ -9,11 +11,12 @@ from shunter.connectors.bench import run_throughput
 pytestmark = pytest.mark.integration
 
 
-def test_throughput_bench_runs_and_reports_its_contract(kafka, monkeypatch):
+def test_throughput_bench_runs_and_reports_its_contract(kafka, monkeypatch, tmp_path):
     monkeypatch.setenv("SHUNTER_BOOTSTRAP_SERVERS", kafka)
     before = topics(kafka, "bench-", "shunter-bench-")
     said: list[str] = []
-    doc = run_throughput(150, say=said.append, latency_s=1.0)
+    probe = tmp_path / "probe.csv"
+    doc = run_throughput(150, say=said.append, latency_s=1.0, probe_csv=str(probe))
     assert topics(kafka, "bench-", "shunter-bench-") <= before, "the run's topics were left on the broker"
     assert any(m.startswith("deleted the run's") and not m.startswith("deleted the run's 0 ") for m in said), said
     assert set(doc) == {"tasks", "tasks_per_s", "ceiling_per_s", "ratio_to_ceiling", "latency_ms", "schedulers",
@@ -35,6 +38,17 @@ def test_throughput_bench_runs_and_reports_its_contract(kafka, monkeypatch):
     split = doc["latency_split_ms"]
     assert set(split) == {"submit_to_decision", "decision_to_send"}
     assert all(part["p50"] is not None and part["p50"] >= 0 for part in split.values())
+    # The probe task by task: every task behind the percentiles, in the order submitted, each
+    # decided after it was submitted and sent after it was decided (one clock; whole ms).
+    with probe.open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) >= 20 and len({r["task_id"] for r in rows}) == len(rows)
+    submitted = [float(r["submitted_ms"]) for r in rows]
+    assert submitted == sorted(submitted)
+    for r in rows:
+        assert float(r["submitted_ms"]) - 1 <= int(r["decided_ms"]) <= int(r["sent_ms"]), r
+    waits = sorted(int(r["sent_ms"]) - float(r["submitted_ms"]) for r in rows)
+    assert abs(waits[len(waits) // 2] - doc["latency_ms"]["p50"]) <= 1, "the same tasks as the reported latency"
     assert doc["broker"].startswith("Apache Kafka 3.9")
 
 
