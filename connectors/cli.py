@@ -105,7 +105,7 @@ def cmd_security(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------- processes
 def cmd_scheduler(args: argparse.Namespace) -> int:
-    use_event_loop(os.environ.get("SHUNTER_EVENT_LOOP", "uvloop"))  # before anything makes a loop
+    use_event_loop()  # before anything makes a loop
     import faust
 
     from shunter.agents.scheduler import install
@@ -144,15 +144,17 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     return 0
 
 
-def use_event_loop(name: str) -> None:
+def use_event_loop(name: str | None = None) -> None:
     """The scheduler's event loop: ``uvloop`` (libuv's, the loop faust-streaming offers as its
-    ``uvloop`` extra) or Python's own ``asyncio``. With uvloop the scheduler's event loop thread used
+    ``uvloop`` extra) or Python's own ``asyncio``; by default what ``SHUNTER_EVENT_LOOP`` says,
+    else uvloop. With uvloop the scheduler's event loop thread used
     about 8% less CPU at a fixed 600 tasks/s of ``bench throughput`` in three alternating pairs
     (0.36-0.38 of a core against 0.40-0.42): its turns, timers (the delivery reports are served
     every millisecond while anything is in flight) and cross-thread wake-ups (the lanes hand
     records over) cost less (docs/benchmarks/throughput.md, session 16)."""
     import asyncio
 
+    name = name or os.environ.get("SHUNTER_EVENT_LOOP", "uvloop")
     if name == "uvloop":
         import uvloop
 
@@ -453,7 +455,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.action == "noop-agent":
         # The ceiling runs on the scheduler's event loop, so the ratio compares like with like.
-        use_event_loop(os.environ.get("SHUNTER_EVENT_LOOP", "uvloop"))
+        use_event_loop()
         bench.noop_agent()
         return 0
     if args.action == "noop-lane":

@@ -26,6 +26,18 @@ def test_the_scheduler_runs_on_uvloop_unless_told_asyncio():
         asyncio.set_event_loop_policy(None)
 
 
+def test_shunter_event_loop_chooses_when_no_name_is_given(monkeypatch):
+    try:
+        monkeypatch.delenv("SHUNTER_EVENT_LOOP", raising=False)
+        use_event_loop()
+        assert _running_loop_module().startswith("uvloop"), "uvloop by default"
+        monkeypatch.setenv("SHUNTER_EVENT_LOOP", "asyncio")
+        use_event_loop()
+        assert _running_loop_module().startswith("asyncio")
+    finally:
+        asyncio.set_event_loop_policy(None)
+
+
 def test_an_unknown_event_loop_is_a_clear_error():
     with pytest.raises(SystemExit, match="SHUNTER_EVENT_LOOP='tokio'"):
         use_event_loop("tokio")
