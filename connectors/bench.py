@@ -8,8 +8,8 @@ streaming ceiling measured in the same run (``shared/BENCHMARKS.md`` section 2).
    every decision written as well. With P > 1 the N tasks are loaded in one burst once the group
    has formed, instead of before: otherwise the first process to join places alone until the
    others arrive and take cells over, a rebalance inside the measurement.
-3. Latency: submit at half the measured rate for a few seconds; submit-to-assignment latency is
-   the assignment's Kafka timestamp minus the submission time.
+3. Latency: submit at half the measured rate for a few seconds (at most N tasks); submit-to-assignment
+   latency is the assignment's Kafka timestamp minus the submission time.
 4. Ceiling: a no-op Faust agent reads the same N messages and writes one message each. Then the
    same probe as step 3, at the same rate, through the no-op agent: the latency floor of this
    machine at that rate (``ceiling_latency_ms``), the yardstick for ``latency_ms`` as the ceiling
@@ -225,7 +225,10 @@ def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callabl
 
         # Latency at half the measured maximum rate.
         target = max(1.0, offered or rate / 2)
-        n = max(20, int(target * latency_s))
+        # A few seconds' worth, but never more tasks than the run placed: a short run places its
+        # tasks in a start-up burst, so its "maximum" (75,000/s for 150 tasks) would have the
+        # probe submit 37,500 tasks for a 150-task run.
+        n = max(20, min(int(target * latency_s), tasks))
         say(f"latency probe: {n} tasks at {target:.0f}/s")
         start = _ends(settings, names.assignments)
         sent = _offer(client, cell_names, target, n)
