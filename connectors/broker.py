@@ -405,10 +405,15 @@ def _reap(pid: int) -> None:
 
 
 def _kafka_cluster_id() -> str:
-    """A Kafka cluster id: 16 random bytes in URL-safe base64 without padding."""
+    """A Kafka cluster id: 16 random bytes in URL-safe base64 without padding, never starting
+    with "-" (as Kafka's own ``Uuid.randomUuid`` ensures): ``kafka-storage format -t -Xy...``
+    would read it as an option and fail, one start in 64."""
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _write_secret(path: Path, text: str) -> None:
