@@ -8,8 +8,8 @@ streaming ceiling measured in the same run (``shared/BENCHMARKS.md`` section 2).
    every decision written as well. With P > 1 the N tasks are loaded in one burst once the group
    has formed, instead of before: otherwise the first process to join places alone until the
    others arrive and take cells over, a rebalance inside the measurement.
-3. Latency: submit at half the measured rate for a few seconds (at most N tasks); submit-to-assignment
-   latency is the assignment's Kafka timestamp minus the submission time.
+3. Latency: submit at half the measured rate for a few seconds (at most N tasks);
+   submit-to-assignment latency is the assignment's Kafka timestamp minus the submission time.
 4. Ceiling: a no-op Faust agent reads the same N messages and writes one message each. Then the
    same probe as step 3, at the same rate, through the no-op agent: the latency floor of this
    machine at that rate (``ceiling_latency_ms``), the yardstick for ``latency_ms`` as the ceiling
