@@ -282,6 +282,7 @@ class Scheduler:
         if ack is not None:
             batch.acks.append(ack)
         self._try_seal(name)
+        self.outbound.serve()  # acknowledgements that arrived during this turn (streams/outbound.py)
         return [batch.durable]
 
     def _handle(self, event: Any) -> str | Staged:

@@ -17,6 +17,11 @@ anything is in flight), not by a thread of their own: librdkafka calls back into
 message, and a thread must take the GIL for each call. With the event loop busy deciding, a
 polling thread got it once per switch interval, so a batch of 130 writes took about 40 ms to be
 reported acknowledged, and group commit waited on that (session 12).
+
+The timer alone is late under load: it fires only between two turns of the event loop, and the
+acknowledgement it finds is handled a turn later still, behind the next turn of input. So the
+scheduler also calls ``serve`` between two events, as confluent-kafka's own example polls in
+its produce loop (docs/benchmarks/throughput.md, "Session 18").
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ Offsets = dict[tuple[str, int], int]
 
 POLL_S = 0.001
 """How often the event loop serves delivery reports while anything is in flight."""
+SERVE_GAP_S = 0.0005
+"""``serve`` polls at most this often: a poll releases the GIL, and events come far more often."""
 FULL_WAIT_S = 0.001
 """How long ``send`` waits for room when librdkafka's local queue is full (it never drops a record)."""
 
@@ -90,6 +97,7 @@ class Outbound:
     def __init__(self, settings: Settings, linger_ms: int = 1, **extra: Any) -> None:
         self.producer = Producer(outbound_config(settings, linger_ms, **extra))
         self._busy = asyncio.Event()
+        self._served = 0.0
 
     async def run(self) -> None:
         """Serve delivery reports for as long as the scheduler runs."""
@@ -98,7 +106,17 @@ class Outbound:
                 self._busy.clear()
                 await self._busy.wait()
             self.producer.poll(0)
+            self._served = time.perf_counter()
             await asyncio.sleep(POLL_S)
+
+    def serve(self) -> None:
+        """Serve the delivery reports now if anything is in flight and none were served for
+        ``SERVE_GAP_S``. Called between events: a batch acknowledged while the event loop is
+        busy is then handled at the start of its next turn, not after it."""
+        now = time.perf_counter()
+        if now - self._served >= SERVE_GAP_S and len(self.producer):
+            self._served = now
+            self.producer.poll(0)
 
     def send(self, records: Sequence[Record]) -> asyncio.Future[Offsets]:
         """Queue ``records`` in order; the future resolves once the broker acknowledged them all."""

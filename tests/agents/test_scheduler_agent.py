@@ -47,6 +47,9 @@ class FakeOutbound:
     async def run(self) -> None:
         """Nothing to serve: ``send`` records at once."""
 
+    def serve(self) -> None:
+        """Acknowledgements come when the test says so."""
+
     async def flush(self) -> int:
         return 0
 

@@ -5,11 +5,13 @@ order, keys on the partitions aiokafka (Faust's producer) would choose."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from confluent_kafka import KafkaException
 
+from shunter.streams import outbound
 from shunter.streams.outbound import Outbound
 from shunter.streams.reader import read_topic
 from shunter.streams.topics import TopicNames
@@ -62,3 +64,50 @@ def test_a_write_the_broker_refuses_fails_the_batch(settings):
 
     failed = asyncio.run(go())
     assert isinstance(failed, KafkaException), f"an undeliverable record fails its batch's future, got {failed!r}"
+
+
+class _CountingProducer:
+    """The real producer, counting the polls made on it."""
+
+    def __init__(self, producer) -> None:
+        self.producer, self.polls = producer, 0
+
+    def __getattr__(self, name):
+        return getattr(self.producer, name)
+
+    def __len__(self) -> int:
+        return len(self.producer)
+
+    def poll(self, timeout: float) -> int:
+        self.polls += 1
+        return self.producer.poll(timeout)
+
+
+def test_serve_between_events_finds_acknowledgements_without_the_timer(settings, monkeypatch):
+    """A busy event loop reaches ``run``'s timer late; ``serve``, called between events, serves
+    the delivery reports itself, and at most once per ``SERVE_GAP_S``."""
+    topic = TopicNames(settings).task_status
+
+    async def go() -> tuple[dict, int, int, int]:
+        out = Outbound(settings)  # no ``run``: only ``serve`` polls here
+        counting = out.producer = _CountingProducer(out.producer)
+        out.serve()
+        idle = counting.polls  # nothing in flight: nothing to poll for
+        fut = out.send([(topic, b"k", f"v{i}".encode(), 0) for i in range(3)])
+        monkeypatch.setattr(outbound, "SERVE_GAP_S", 60.0)  # the second call surely within the gap
+        out.serve()
+        out.serve()
+        twice = counting.polls - idle
+        monkeypatch.setattr(outbound, "SERVE_GAP_S", 0.0)
+        deadline = time.monotonic() + 30
+        while not fut.done() and time.monotonic() < deadline:
+            time.sleep(0.002)  # the event loop busy elsewhere: no turn, no timer
+            out.serve()
+            await asyncio.sleep(0)  # the future's callbacks, at the start of the next turn
+        assert fut.done(), "the acknowledgement was served between events"
+        return fut.result(), idle, twice, len(out.producer)
+
+    offsets, idle, twice, left = asyncio.run(go())
+    assert idle == 0, "serve does not poll while nothing is in flight"
+    assert twice == 1, "serve polls at most once per SERVE_GAP_S"
+    assert offsets == {(topic, 0): 2} and left == 0
