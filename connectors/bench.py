@@ -47,6 +47,10 @@ from shunter.streams.topics import TopicNames, cells_on_distinct_partitions, cre
 
 STALL_S = 60.0
 """A bench gives up when nothing new arrived for this long (it was 600 s of silence before)."""
+PACE_S = 0.002
+"""The latency probe's load generator wakes at most this often. Waking for each task (every
+0.6 ms at 1,600 tasks/s) cost the bench's client 0.20-0.24 of a core of the two the scheduler and
+the broker share; waking every 2 ms, 0.16 (docs/benchmarks/throughput.md, "Session 18")."""
 
 
 def _timestamps(settings: Settings, topic: str, want: int, timeout: float, key_filter: Callable[[Any], bool] | None = None,
@@ -313,17 +317,21 @@ def _last_third_rate(ts: Sequence[float]) -> float:
 
 
 def _offer(client: ShunterClient, cell_names: Sequence[str], rate: float, n: int) -> dict[str, float]:
-    """Submit ``n`` tasks at ``rate`` per second, the cells in turn; task id -> submit time (ms)."""
+    """Submit ``n`` tasks at ``rate`` per second, the cells in turn, each stamped when it is
+    submitted; task id -> submit time (ms). The tasks due within ``PACE_S`` go together."""
     sent: dict[str, float] = {}
     t0 = time.monotonic()
-    for i in range(n):
-        delay = t0 + i / rate - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        at = time.time() * 1000
-        tid = client.submit("bench", cell=cell_names[i % len(cell_names)], payload=b"", submitted_at_ms=int(at))
-        sent[tid] = at
+    i = 0
+    while i < n:
+        due = min(n, int((time.monotonic() - t0) * rate) + 1)
+        while i < due:
+            at = time.time() * 1000
+            tid = client.submit("bench", cell=cell_names[i % len(cell_names)], payload=b"", submitted_at_ms=int(at))
+            sent[tid] = at
+            i += 1
         client._producer.poll(0)
+        if i < n:
+            time.sleep(max(PACE_S, t0 + i / rate - time.monotonic()))
     client.flush()
     return sent
 

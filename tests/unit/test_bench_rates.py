@@ -1,6 +1,9 @@
-"""The throughput bench's rate helpers (the bench itself runs in tests/integration/test_bench.py)."""
+"""The throughput bench's rate helpers and its latency probe's load generator (the bench itself
+runs in tests/integration/test_bench.py)."""
 
-from shunter.connectors.bench import _rates_by_tenth, _last_third_rate
+import time
+
+from shunter.connectors.bench import _last_third_rate, _offer, _rates_by_tenth
 
 
 def test_a_start_up_burst_shows_in_the_first_tenth_and_not_in_the_last_third_rate():
@@ -22,3 +25,35 @@ def test_the_last_third_is_past_a_burst_as_long_as_the_first_half():
     burst = [i * 0.1 for i in range(550)]                 # as a 5,000-task run's: more than half of it
     steady = [55.0 + i * 1.0 for i in range(1, 451)]
     assert abs(_last_third_rate(burst + steady) - 1000) < 1
+
+
+class _Client:
+    """Records when each task was submitted, and for which cell."""
+
+    def __init__(self) -> None:
+        self.at: list[tuple[float, str, int]] = []
+        self.flushed = False
+        self._producer = self
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+    def submit(self, task_type: str, *, cell: str, payload: bytes, submitted_at_ms: int) -> str:
+        self.at.append((time.monotonic(), cell, submitted_at_ms))
+        return f"t{len(self.at)}"
+
+    def flush(self) -> None:
+        self.flushed = True
+
+
+def test_the_probe_submits_each_task_no_sooner_than_due_the_cells_in_turn():
+    client = _Client()
+    start = time.monotonic()
+    sent = _offer(client, ["a", "b", "c"], rate=2000.0, n=300)
+    assert len(sent) == 300 and client.flushed
+    assert [cell for _, cell, _ in client.at] == ["a", "b", "c"] * 100
+    for i, (at, _, _) in enumerate(client.at):
+        assert at - start >= i / 2000.0, f"task {i} submitted before it was due"
+    stamps = [ms for _, _, ms in client.at]
+    assert stamps == sorted(stamps), "stamped when submitted"
+    assert [int(ms) for ms in sent.values()] == stamps, "the submit time reported is the one stamped"
