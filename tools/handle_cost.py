@@ -42,6 +42,9 @@ class Acknowledged:
     async def run(self) -> None:
         """Nothing to serve."""
 
+    def serve(self) -> None:
+        """Nothing to serve."""
+
     async def flush(self) -> int:
         return 0
 
