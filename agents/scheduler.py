@@ -52,6 +52,7 @@ from shunter.streams.outbound import Offsets, Outbound
 from shunter.streams.reader import PolicyFeed
 from shunter.streams.settings import Settings
 from shunter.streams.topics import TopicNames, worker_partition
+from shunter.streams.topics import cell_partition as input_partition
 
 log = logging.getLogger("shunter.scheduler")
 
@@ -160,6 +161,7 @@ class Scheduler:
         self.feed = policy_feed
         self.cells: dict[str, Cell] = {}
         self.cell_partition: dict[str, int] = {}
+        self._status_partitions: dict[str, int] = {}
         self.snapshot_version: dict[str, int] = {}
         self.timing = CellTiming(lease_s=settings.lease_s, heartbeat_timeout_s=settings.heartbeat_timeout_s)
         self._policy: PolicyDocument = default_policy()
@@ -384,8 +386,10 @@ class Scheduler:
             out.append(("assignments", a["worker_id"].encode(), CODEC.encode("Assignment", a),
                         worker_partition(a["worker_id"], parts)))
         latest = {s["task_id"]: s for s in fx.statuses}  # a compacted topic keeps only the last one anyway
-        for s in latest.values():
-            out.append(("task_status", s["task_id"].encode(), CODEC.encode("TaskStatus", s), None))
+        if latest:
+            where = self._status_partition(cell.name)
+            for s in latest.values():
+                out.append(("task_status", s["task_id"].encode(), CODEC.encode("TaskStatus", s), where))
         self.recent_audit.extend(fx.audits)
         for r in fx.audits:
             out.append(("audit", r["cell"].encode(), CODEC.encode("AuditRecord", r), None))
@@ -501,6 +505,17 @@ class Scheduler:
         if self.sealed.get(name) is batch.durable:
             self._try_seal(name, at_once=True)
 
+    def _status_partition(self, cell: str) -> int:
+        """The task-status partition of every task of ``cell``: the cell's own (its input
+        partition), not the task id's. librdkafka sends one produce request per partition, so a
+        batch's statuses spread over every partition by task id cost the broker one request each;
+        on the cell's partition they cost one (docs/decisions.md). The key stays the task id, so
+        compaction still keeps each task's latest status: a task never changes cell."""
+        found = self._status_partitions.get(cell)
+        if found is None:
+            found = self._status_partitions[cell] = input_partition(cell, self.settings.partitions)
+        return found
+
     def _slot(self, cell: str, n: int) -> str:
         return f"{cell}#outbox#{n % self.outbox_ring}"
 
@@ -543,7 +558,8 @@ class Scheduler:
         for tid in statuses:
             rec = cell.tasks.get(tid)
             if rec is not None:
-                out.append(("task_status", tid.encode(), CODEC.encode("TaskStatus", rec.to_status()), None))
+                out.append(("task_status", tid.encode(), CODEC.encode("TaskStatus", rec.to_status()),
+                            self._status_partition(cell.name)))
         # Tracked under the oldest entry's number: no entry of the ring is overwritten before the
         # re-sent outputs are acknowledged (the ring is full while that number is in flight).
         self.inflight[cell.name].add(entries[0]["n"])

@@ -12,7 +12,7 @@ from shunter.agents.scheduler import Scheduler, install
 from shunter.streams.app import CHANGELOG_PARTITION, create_app
 from shunter.streams.codec import CODEC
 from shunter.streams.settings import Settings
-from shunter.streams.topics import worker_partition
+from shunter.streams.topics import cell_partition, worker_partition
 
 
 def now_ms() -> int:
@@ -116,6 +116,8 @@ def test_assignment_goes_to_the_workers_own_partition_with_audit_and_status(harn
     assert a["record"]["task_id"] == "t1" and a["record"]["epoch"] == 1 and a["record"]["payload"] == b"p"
     assert [s["record"]["state"] for s in harness.sent["task_status"]] == ["assigned"], \
         "pending and assigned in one event: only the latest status is sent (the topic is compacted)"
+    assert [(s["key"], s["partition"]) for s in harness.sent["task_status"]] == [(b"t1", cell_partition("c1", 3))], \
+        "keyed by task, on the cell's own partition: a batch's statuses in one produce request"
     (audit,) = harness.sent["audit"]
     assert audit["record"]["action"] == "assign" and audit["record"]["seq"] == 1
     assert harness.tables.tasks["t1"]["state"] == "assigned"
