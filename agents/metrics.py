@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import threading
+from typing import Any, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry()
 
@@ -67,6 +71,52 @@ CONSUMER_LAG = Gauge("shunter_consumer_lag", "Input messages not yet committed (
 GC_PAUSE = Histogram("shunter_gc_pause_seconds", "Python garbage collections: how long each stopped the process",
                      ["generation"], buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
                      registry=REGISTRY)
+
+
+LOOP_LAG = Histogram("shunter_event_loop_lag_seconds",
+                     "How late a timer on the scheduler's event loop fired (every 0.1 s): how long the loop "
+                     "went without a turn free for anything else",
+                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1), registry=REGISTRY)
+LOOP_LAG_EVERY_S = 0.1
+
+
+class LoopThread(Collector):
+    """The event loop thread's time on a CPU and time ready to run with no CPU free, from Linux's
+    ``/proc/self/task/<tid>/schedstat``, read at each scrape (nothing on other systems). Their rates
+    say how busy the loop is, and how much of its lag is the machine's rather than its own work:
+    in ``bench throughput`` 65% of the loop's stalled time was on a CPU and 28% waiting for one
+    (docs/benchmarks/throughput.md, session 18)."""
+
+    def __init__(self) -> None:
+        self.tid: int | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        if self.tid is None:
+            return
+        try:
+            with open(f"/proc/self/task/{self.tid}/schedstat", "rb") as f:
+                on_cpu_ns, waiting_ns, _ = f.read().split()
+        except (OSError, ValueError):
+            return
+        yield CounterMetricFamily("shunter_event_loop_cpu_seconds", "The event loop thread's time on a CPU",
+                                  value=int(on_cpu_ns) / 1e9)
+        yield CounterMetricFamily("shunter_event_loop_cpu_wait_seconds",
+                                  "The event loop thread's time ready to run, waiting for a CPU",
+                                  value=int(waiting_ns) / 1e9)
+
+
+LOOP_THREAD = LoopThread()
+REGISTRY.register(LOOP_THREAD)
+
+
+async def watch_event_loop(every_s: float = LOOP_LAG_EVERY_S) -> None:
+    """Observe ``LOOP_LAG`` for as long as the event loop runs, and point ``LOOP_THREAD`` at its thread."""
+    LOOP_THREAD.tid = threading.get_native_id()
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + every_s
+        await asyncio.sleep(every_s)
+        LOOP_LAG.observe(max(0.0, loop.time() - due))
 
 
 def time_collections() -> None:

@@ -802,6 +802,10 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
         await scheduler.flush()
 
     @app.task
+    async def watch_event_loop() -> None:
+        await metrics.watch_event_loop()
+
+    @app.task
     async def serve_deliveries() -> None:
         await _or_exit("serving the producer's delivery reports", scheduler.outbound.run)
 

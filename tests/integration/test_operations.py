@@ -59,6 +59,8 @@ def test_metrics_readiness_and_console(settings, scheduler, tmp_path):
         assert metric(text, "shunter_queue_depth") >= 1
         assert metric(text, "shunter_workers_alive") == 2
         assert metric(text, "shunter_submit_to_assignment_seconds_count") >= 10
+        assert metric(text, "shunter_event_loop_lag_seconds_count") >= 1, "the loop's lag, timed every 0.1 s"
+        assert metric(text, "shunter_event_loop_cpu_seconds_total") > 0, "the loop thread's time on a CPU"
         wait_until(lambda: "shunter_consumer_lag{" in urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode(),
                    20, "the consumer lag gauge")
 
