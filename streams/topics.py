@@ -7,8 +7,9 @@ scheduler process owns a whole cell (DESIGN.md section 3).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Final
+from typing import Any, Callable, Final
 
+from shunter.streams.errors import BrokerError
 from shunter.streams.settings import Settings
 
 
@@ -109,8 +110,16 @@ def changelog_topics(settings: Settings) -> list[str]:
     return [f"{settings.app_id}-{t}-changelog" for t in SCHEDULER_TABLES]
 
 
+PLACED_BY_NUMBER: Final = ("assignments", "task-status")
+"""Output topics the scheduler writes to a partition it computes from ``SHUNTER_PARTITIONS`` (a
+worker's, a cell's), beside the cell-keyed inputs and the changelogs, which must share the
+inputs' count."""
+
+
 def create_topics(settings: Settings, timeout: float = 30.0) -> dict[str, str]:
-    """Create every topic that does not exist yet. Idempotent; returns name -> 'created'|'exists'."""
+    """Create every topic that does not exist yet. Idempotent; returns name -> 'created'|'exists'.
+    Raises ``BrokerError`` when a topic that must have ``settings.partitions`` partitions has
+    another count."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -139,7 +148,23 @@ def create_topics(settings: Settings, timeout: float = 30.0) -> dict[str, str]:
                 if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
                     raise
                 result[name] = "exists"
+    _check_partition_counts(admin, settings, specs, timeout)
     return result
+
+
+def _check_partition_counts(admin: Any, settings: Settings, specs: dict[str, TopicSpec], timeout: float) -> None:
+    """Topics made before (by hand, by another version, by another creator just now) must have the
+    count the scheduler computes partitions with."""
+    counted = [name for name, spec in specs.items()
+               if spec.cell_keyed or spec.name in PLACED_BY_NUMBER or name in changelog_topics(settings)]
+    listed = admin.list_topics(timeout=timeout).topics
+    wrong = [f"{name} ({len(listed[name].partitions)})" for name in counted
+             if name in listed and len(listed[name].partitions) != settings.partitions]
+    if wrong:
+        raise BrokerError(
+            f"{', '.join(wrong)}: partition counts other than SHUNTER_PARTITIONS={settings.partitions}. A "
+            f"cell's inputs, its state and its outputs are placed by partition number, so these topics share "
+            f"one count (DESIGN.md section 3): set SHUNTER_PARTITIONS to theirs, or recreate them.")
 
 
 def cell_partition(cell: str, partitions: int) -> int:
