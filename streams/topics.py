@@ -124,7 +124,8 @@ def create_topics(settings: Settings, timeout: float = 30.0) -> dict[str, str]:
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({**settings.kafka_config()})
-    existing = set(admin.list_topics(timeout=timeout).topics)
+    listed = admin.list_topics(timeout=timeout).topics
+    existing = set(listed)
     result: dict[str, str] = {}
     wanted = []
     specs = dict(TopicNames(settings).all())
@@ -148,16 +149,17 @@ def create_topics(settings: Settings, timeout: float = 30.0) -> dict[str, str]:
                 if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
                     raise
                 result[name] = "exists"
-    _check_partition_counts(admin, settings, specs, timeout)
+    # Listed again after creating: a topic another creator made meanwhile is checked too.
+    _check_partition_counts(admin.list_topics(timeout=timeout).topics if wanted else listed, settings, specs)
     return result
 
 
-def _check_partition_counts(admin: Any, settings: Settings, specs: dict[str, TopicSpec], timeout: float) -> None:
+def _check_partition_counts(listed: dict[str, Any], settings: Settings, specs: dict[str, TopicSpec]) -> None:
     """Topics made before (by hand, by another version, by another creator just now) must have the
     count the scheduler computes partitions with."""
+    changelogs = set(changelog_topics(settings))
     counted = [name for name, spec in specs.items()
-               if spec.cell_keyed or spec.name in PLACED_BY_NUMBER or name in changelog_topics(settings)]
-    listed = admin.list_topics(timeout=timeout).topics
+               if spec.cell_keyed or spec.name in PLACED_BY_NUMBER or name in changelogs]
     wrong = [f"{name} ({len(listed[name].partitions)})" for name in counted
              if name in listed and len(listed[name].partitions) != settings.partitions]
     if wrong:
