@@ -5,6 +5,10 @@ order, keys on the partitions aiokafka (Faust's producer) would choose."""
 from __future__ import annotations
 
 import asyncio
+import os
+from pathlib import Path
+import subprocess
+import sys
 import time
 
 import pytest
@@ -114,3 +118,19 @@ def test_serve_between_events_finds_acknowledgements_without_the_timer(settings,
     assert idle == 0, "serve does not poll while nothing is in flight"
     assert twice == 1, "serve polls at most once per SERVE_GAP_S"
     assert offsets == {(topic, 0): 2} and left == 0
+
+
+def test_ack_latency_tool_reports_each_linger(kafka):
+    """``tools/ack_latency.py``, which the throughput docs and ``LINGER_MS`` quote, runs against
+    the broker: one line per linger, each round acknowledged, at least one request a round."""
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, str(root / "tools" / "ack_latency.py"), "--lingers", "0,1", "--rounds", "30"],
+                          cwd=root, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "SHUNTER_BOOTSTRAP_SERVERS": kafka})
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("linger")]
+    assert [line.split(":")[0] for line in lines] == ["linger 0 ms", "linger 1 ms"]
+    for line in lines:
+        p50 = float(line.split("p50 ")[1].split()[0])
+        per_round = float(line.split("ms, ")[1].split()[0])
+        assert p50 > 0 and per_round >= 1.0, line

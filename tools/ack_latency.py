@@ -1,0 +1,96 @@
+"""How long the broker takes to acknowledge a small batch, by the producer's ``linger.ms``.
+
+The scheduler's group commit hands a sealed batch's state writes to its producer all at once and
+waits for the broker's acknowledgement before the batch's outputs leave
+(``streams/outbound.py``). This sends ``--records`` records to one partition, waits for every
+delivery report, pauses 2 ms, and again, ``--rounds`` times for each linger, with the
+scheduler's producer settings otherwise. It prints the acknowledgement's percentiles and the
+produce requests librdkafka sent per round: what a linger saves in requests and costs in time
+(docs/benchmarks/throughput.md, "Session 19").
+
+Usage (from the repository root, with the broker running: ``.venv/bin/shunter broker start``)::
+
+    .venv/bin/python tools/ack_latency.py --lingers 0,1 --records 15 --rounds 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import uuid
+from typing import Any
+
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from shunter.streams.outbound import outbound_config
+from shunter.streams.settings import Settings
+
+STATS_EVERY_MS = 200
+
+
+def measure(settings: Settings, topic: str, linger_ms: float, records: int, rounds: int) -> dict[str, Any]:
+    """Acknowledgement times (ms) and produce requests per round at one linger."""
+    stats: dict[str, Any] = {}
+    producer = Producer({**outbound_config(settings, linger_ms), "statistics.interval.ms": STATS_EVERY_MS,
+                         "stats_cb": lambda raw: stats.update(json.loads(raw))})
+    producer.produce(topic, b"warm-up", partition=0)  # connection, metadata and producer id first
+    producer.flush(30)
+    time.sleep(2 * STATS_EVERY_MS / 1000)
+    producer.poll(0)
+    before = _produce_requests(stats)
+    value = b"v" * 200
+    times: list[float] = []
+    for _ in range(rounds):
+        left = [records]
+
+        def delivered(err: Any, _msg: Any) -> None:
+            if err is not None:
+                raise SystemExit(f"delivery failed: {err}")
+            left[0] -= 1
+
+        started = time.perf_counter()
+        for i in range(records):
+            producer.produce(topic, value, b"k%d" % i, 1, on_delivery=delivered)
+        while left[0]:
+            producer.poll(0.0001)
+        times.append((time.perf_counter() - started) * 1000)
+        time.sleep(0.002)
+    time.sleep(2 * STATS_EVERY_MS / 1000)  # the statistics after the last round
+    producer.poll(0)
+    requests = _produce_requests(stats) - before
+    times.sort()
+    return {"linger_ms": linger_ms, "p50": _at(times, 0.5), "p90": _at(times, 0.9), "p99": _at(times, 0.99),
+            "requests_per_round": round(requests / rounds, 2)}
+
+
+def _at(values: list[float], q: float) -> float:
+    return round(values[min(len(values) - 1, int(q * len(values)))], 2)
+
+
+def _produce_requests(stats: dict[str, Any]) -> int:
+    return sum(b.get("req", {}).get("Produce", 0) for b in stats.get("brokers", {}).values())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lingers", default="0,1", help="comma-separated linger.ms values to compare")
+    parser.add_argument("--records", type=int, default=15, help="records per round, all to one partition")
+    parser.add_argument("--rounds", type=int, default=1000)
+    args = parser.parse_args()
+    settings = Settings.from_env()
+    topic = f"ack-latency-{uuid.uuid4().hex[:6]}"
+    admin = AdminClient(settings.kafka_config())
+    admin.create_topics([NewTopic(topic, 2, 1)])[topic].result(30)
+    try:
+        for linger in (float(x) for x in args.lingers.split(",")):
+            r = measure(settings, topic, linger, args.records, args.rounds)
+            print(f"linger {r['linger_ms']:g} ms: acknowledged after p50 {r['p50']} / p90 {r['p90']} / "
+                  f"p99 {r['p99']} ms, {r['requests_per_round']} produce requests per round", flush=True)
+    finally:
+        admin.delete_topics([topic])[topic].result(30)
+
+
+if __name__ == "__main__":
+    main()
