@@ -63,7 +63,7 @@ records to one partition on an idle machine (``tools/ack_latency.py``) was ackno
 0.57-0.66 ms at the p50 with no linger against 1.90-1.94 ms with 1 ms, for 1.12-1.15 produce
 requests a round against 1.0 (the sending thread may wake before the round's last record is
 queued). In ``bench throughput`` at a fixed rate the state writes' acknowledgement came sooner
-in 11 of 12 alternating pairs (docs/benchmarks/throughput.md, "Session 19")."""
+in 10 of 12 alternating pairs (docs/benchmarks/throughput.md, "Session 19")."""
 
 
 def outbound_config(settings: Settings, linger_ms: float = LINGER_MS, **extra: Any) -> dict[str, Any]:
