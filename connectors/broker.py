@@ -301,6 +301,12 @@ class LocalBroker:
             # pauses stayed under 0.02 ms with no allocation stall (docs/decisions.md, "The broker's
             # collector").
             "java", f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseZGC",
+            # No proactive cycles: ZGC starts one every 25-35 s under `bench throughput` to keep
+            # the heap small, but with -Xms at -Xmx there is nothing to give back, and a cycle
+            # takes most of one of the machine's two cores for a few hundred milliseconds. Without
+            # them a cycle starts when the heap is about 90% full: one in 70 s of the same load
+            # (docs/decisions.md, "The broker's collector").
+            "-XX:-ZProactive",
             # Each collection, for whoever wonders why a tail spiked (two files of 5 MB).
             f"-Xlog:gc:file={self.home / 'gc.log'}:uptime:filecount=2,filesize=5m",
             "-Djava.awt.headless=true",

@@ -1,8 +1,8 @@
-"""The local broker's cluster ids are ones Kafka's storage tool accepts."""
+"""The local broker: cluster ids Kafka's storage tool accepts, and the JVM it runs on."""
 
 import base64
 
-from shunter.connectors.broker import _kafka_cluster_id
+from shunter.connectors.broker import LocalBroker, _kafka_cluster_id
 
 
 def test_cluster_ids_are_16_bytes_of_url_safe_base64_never_starting_with_a_dash():
@@ -12,3 +12,11 @@ def test_cluster_ids_are_16_bytes_of_url_safe_base64_never_starting_with_a_dash(
     assert not [i for i in ids if i.startswith("-")]
     assert all(len(base64.urlsafe_b64decode(i + "==")) == 16 for i in ids)
     assert len(set(ids)) == len(ids)
+
+
+def test_the_broker_jvm_collects_with_zgc_without_proactive_cycles(tmp_path):
+    # JVM options count only before the main class; after it they would reach Kafka as arguments.
+    cmd = LocalBroker(data_root=tmp_path)._java("kafka.jar", "kafka.Kafka", "server.properties")
+    main = cmd.index("kafka.Kafka")
+    assert {"-XX:+UseZGC", "-XX:-ZProactive", "-Xms2g", "-Xmx2g"} <= set(cmd[:main])
+    assert cmd[main + 1:] == ["server.properties"]
