@@ -139,6 +139,27 @@ def _pct(values: list[float], q: float) -> float | None:
     return round(s[min(len(s) - 1, int(q * (len(s) - 1) + 0.5))], 2)
 
 
+def _cpu_times() -> list[int] | None:
+    """The machine's CPU time counters (``/proc/stat``'s first line), or None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            return [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+
+
+def _machine_share(before: list[int] | None, after: list[int] | None) -> dict[str, float | None]:
+    """What the machine's CPUs did between two ``_cpu_times``: the share idle, and the share
+    *stolen* (ready to run while the hypervisor ran something else; on this project's machine, 5%
+    of it in a probe came with p99s several times the others, docs/benchmarks/throughput.md,
+    "Session 19")."""
+    if before is None or after is None or len(before) < 8 or len(after) < 8:
+        return {"idle": None, "steal": None}
+    d = [a - b for a, b in zip(after, before)]
+    total = sum(d[:8]) or 1
+    return {"idle": round((d[3] + d[4]) / total, 4), "steal": round(d[7] / total, 4)}
+
+
 def _wait_for_group(settings: Settings, members: int, procs: list[subprocess.Popen[bytes]],
                     timeout: float = 120.0) -> None:
     """Until the scheduler group is stable with ``members`` members that each own task partitions."""
@@ -235,7 +256,12 @@ def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callabl
         n = max(20, min(int(target * latency_s), tasks))
         say(f"latency probe: {n} tasks at {target:.0f}/s")
         start = _ends(settings, names.assignments)
+        cpu_before = _cpu_times()
         sent = _offer(client, cell_names, target, n)
+        machine = _machine_share(cpu_before, _cpu_times())
+        if machine["steal"] is not None:
+            say(f"while offered: the machine {machine['idle']:.0%} idle, {machine['steal']:.1%} of its CPU time "
+                f"stolen by the hypervisor")
         probe = _timestamps(settings, names.assignments, n, timeout=120, start_offsets=start,
                             key_filter=lambda m: True)
         # Each probe task: submitted (the client's clock), decided (the scheduler's clock stamps
@@ -273,6 +299,9 @@ def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callabl
         "latency_split_ms": {"submit_to_decision": {"p50": _pct(to_cell, 0.5), "p99": _pct(to_cell, 0.99)},
                              "decision_to_send": {"p50": _pct(to_send, 0.5), "p99": _pct(to_send, 0.99)}},
         "latency_offered_per_s": round(target, 1),
+        # What the machine did while the probe was offered: a probe during which the hypervisor
+        # took CPU time away (steal) is not comparable with one during which it did not.
+        "latency_machine": machine,
         # The no-op agent's submit-to-output latency at the same offered rate, in the same run:
         # what the machine, the broker and Faust take before the scheduler does anything.
         "ceiling_latency_ms": {"p50": _pct(floor, 0.5), "p95": _pct(floor, 0.95), "p99": _pct(floor, 0.99)},

@@ -22,7 +22,7 @@ def test_throughput_bench_runs_and_reports_its_contract(kafka, monkeypatch, tmp_
     assert set(doc) == {"tasks", "tasks_per_s", "ceiling_per_s", "ratio_to_ceiling", "latency_ms", "schedulers",
                         "cells", "broker", "cpu_count", "latency_offered_per_s", "latency_split_ms", "sustained",
                         "ceiling_latency_ms", "lane_ceiling_per_s", "ratio_to_lane_ceiling", "lane_sustained",
-                        "lane_ceiling_latency_ms"}
+                        "lane_ceiling_latency_ms", "latency_machine"}
     assert doc["tasks"] == 150 and doc["tasks_per_s"] > 0 and doc["ceiling_per_s"] > 0
     assert set(doc["sustained"]) == {"tasks_per_s", "ceiling_per_s", "ratio_to_ceiling"}
     assert doc["sustained"]["tasks_per_s"] > 0 and doc["sustained"]["ceiling_per_s"] > 0
@@ -35,6 +35,9 @@ def test_throughput_bench_runs_and_reports_its_contract(kafka, monkeypatch, tmp_
     assert doc["lane_ceiling_per_s"] > 0 and doc["ratio_to_lane_ceiling"] > 0
     lane = doc["lane_ceiling_latency_ms"]
     assert set(lane) == {"p50", "p95", "p99"} and 0 <= lane["p50"] <= lane["p95"] <= lane["p99"]
+    machine = doc["latency_machine"]
+    assert set(machine) == {"idle", "steal"}
+    assert all(0.0 <= share <= 1.0 for share in machine.values()), machine  # Linux: /proc/stat
     split = doc["latency_split_ms"]
     assert set(split) == {"submit_to_decision", "decision_to_send"}
     assert all(part["p50"] is not None and part["p50"] >= 0 for part in split.values())

@@ -3,7 +3,7 @@ runs in tests/integration/test_bench.py)."""
 
 import time
 
-from shunter.connectors.bench import _last_third_rate, _offer, _rates_by_tenth
+from shunter.connectors.bench import _last_third_rate, _machine_share, _offer, _rates_by_tenth
 
 
 def test_a_start_up_burst_shows_in_the_first_tenth_and_not_in_the_last_third_rate():
@@ -57,3 +57,11 @@ def test_the_probe_submits_each_task_no_sooner_than_due_the_cells_in_turn():
     stamps = [ms for _, _, ms in client.at]
     assert stamps == sorted(stamps), "stamped when submitted"
     assert [int(ms) for ms in sent.values()] == stamps, "the submit time reported is the one stamped"
+
+
+def test_machine_share_splits_the_cpu_time_between_two_readings():
+    # user nice system idle iowait irq softirq steal: 100 ticks, 30 idle or waiting, 10 stolen.
+    before = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+    after = [50, 0, 10, 25, 5, 0, 0, 10, 0, 0]
+    assert _machine_share(before, after) == {"idle": 0.3, "steal": 0.1}
+    assert _machine_share(None, after) == {"idle": None, "steal": None}
