@@ -20,8 +20,9 @@ event loop, between two of the other inputs' events (the task lane's, or the age
 cell's state still needs no lock.
 
 Offsets are committed under the group ``<app id>-control`` only once the state an event wrote
-is acknowledged by the broker (as Faust commits its own); a process that takes a cell over
-reads on from there, and what is read twice meets idempotent handlers.
+is acknowledged by the broker (as Faust commits its own), at most every ``COMMIT_EVERY_S``; a
+process that takes a cell over reads on from there, and what is read twice meets idempotent
+handlers.
 
 The task lane is the same reader for the ordinary task topics, under ``<app id>-tasks``: Faust's
 fetcher (aiokafka, in Python, in a thread that takes the GIL for every fetch and every hand-over)
