@@ -39,6 +39,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from shunter.connectors.broker import KAFKA_VERSION, LocalBroker, state_dir
 from shunter.connectors.client import ShunterClient, producer
+from shunter.policies.stats import percentile
 from shunter.streams import transport
 from shunter.streams.codec import CODEC
 from shunter.streams.settings import Settings
@@ -133,10 +134,8 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 def _pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    return round(s[min(len(s) - 1, int(q * (len(s) - 1) + 0.5))], 2)
+    """A percentile of milliseconds, to the hundredth (``policies/stats.py``)."""
+    return percentile(values, q, digits=2)
 
 
 def _cpu_times() -> list[int] | None:

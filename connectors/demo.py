@@ -25,6 +25,7 @@ from shunter.connectors.security import create_user, protect_audit
 from shunter.connectors.security import probe as security_probe
 from shunter.connectors.client import ShunterClient, StatusTracker, pools_total
 from shunter.policies.model import TaskState
+from shunter.policies.stats import percentile
 from shunter.policies.workloads import CLUSTER, at_utilization, seed_mix
 from shunter.streams.reader import read_records
 from shunter.streams.errors import BrokerError
@@ -134,13 +135,6 @@ def wait_for_workers(settings: Settings, expected: int, procs: Processes, timeou
             return
         time.sleep(0.5)
     raise TimeoutError(f"only {seen} of {expected} demo workers registered with the scheduler within {timeout:.0f}s")
-
-
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    return round(s[min(len(s) - 1, int(q * (len(s) - 1) + 0.5))], 4)
 
 
 def run_demo(opts: DemoOptions, settings: Settings | None = None) -> dict[str, Any]:
@@ -360,8 +354,8 @@ def summarize(settings: Settings, ids: list[str], statuses: dict[str, dict[str, 
         "stale_completions_rejected": sum(1 for r in audits if r["action"] == "stale-completion"),
         "duplicate_completions_accepted": sum(1 for n in accepted.values() if n > 1),
         "deadlettered": len(letters),
-        "latency_s": {"p50": _percentile(latencies, 0.5), "p95": _percentile(latencies, 0.95),
-                      "p99": _percentile(latencies, 0.99)},
+        "latency_s": {"p50": percentile(latencies, 0.5, digits=4), "p95": percentile(latencies, 0.95, digits=4),
+                      "p99": percentile(latencies, 0.99, digits=4)},
         "by_pool": dict(sorted(by_pool.items())),
         "wall_s": round(wall_s, 1),
     }

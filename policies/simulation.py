@@ -19,6 +19,7 @@ from shunter.policies.cell import Cell, CellTiming
 from shunter.policies.document import PolicyDocument, parse_policy
 from shunter.policies.learners import OracleEstimator, RuntimeEstimator
 from shunter.policies.model import Priority, Task
+from shunter.policies.stats import percentile
 from shunter.policies.strategies import STRATEGIES
 from shunter.policies.workloads import CLUSTER, PoolModel, WorkItem
 
@@ -153,14 +154,6 @@ def simulate(items: Sequence[WorkItem], strategy: str, seed: int,
 
 
 # ------------------------------------------------------------------------------------- report
-def _pct(sorted_values: list[float], q: float) -> float | None:
-    if not sorted_values:
-        return None
-    k = q * (len(sorted_values) - 1)
-    lo, hi = math.floor(k), math.ceil(k)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
-
-
 def _r(x: float | None, nd: int = 4) -> float | None:
     return None if x is None else round(x, nd)
 
@@ -180,8 +173,8 @@ def _stats(runs: list[Run]) -> dict[str, Any]:
     return {
         "tasks": len(runs), "completed": len(finished),
         "mean_s": _r(sum(ct) / len(ct)) if ct else None,
-        "p50_s": _r(_pct(ct, 0.5)), "p95_s": _r(_pct(ct, 0.95)), "p99_s": _r(_pct(ct, 0.99)),
-        "slowdown_mean": _r(sum(slow) / len(slow)) if slow else None, "slowdown_p99": _r(_pct(slow, 0.99)),
+        "p50_s": _r(percentile(ct, 0.5, presorted=True)), "p95_s": _r(percentile(ct, 0.95, presorted=True)), "p99_s": _r(percentile(ct, 0.99, presorted=True)),
+        "slowdown_mean": _r(sum(slow) / len(slow)) if slow else None, "slowdown_p99": _r(percentile(slow, 0.99, presorted=True)),
         "deadline_miss_rate": _r(missed / len(with_deadline)) if with_deadline else None,
         "deadline_misses": missed,
     }

@@ -24,7 +24,7 @@ from typing import Any
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from shunter.connectors.bench import _pct
+from shunter.policies.stats import percentile
 from shunter.streams.outbound import outbound_config
 from shunter.streams.settings import Settings
 
@@ -61,7 +61,8 @@ def measure(settings: Settings, topic: str, linger_ms: float, records: int, roun
     time.sleep(2 * STATS_EVERY_MS / 1000)  # the statistics after the last round
     producer.poll(0)
     requests = _produce_requests(stats) - before
-    return {"linger_ms": linger_ms, "p50": _pct(times, 0.5), "p90": _pct(times, 0.9), "p99": _pct(times, 0.99),
+    return {"linger_ms": linger_ms, "p50": percentile(times, 0.5, digits=2), "p90": percentile(times, 0.9, digits=2),
+            "p99": percentile(times, 0.99, digits=2),
             "requests_per_round": round(requests / rounds, 2)}
 
 
