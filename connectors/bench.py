@@ -46,6 +46,9 @@ from shunter.streams.settings import Settings
 from shunter.streams.topics import TopicNames, cells_on_distinct_partitions, create_topics, delete_run_topics
 
 
+WARM_UP_TASKS = 20_000
+"""Tasks of the unmeasured round run first when a run starts the broker itself (``_start_broker``): at
+2,000-3,000 tasks/s placed, with the probe and the processes' start, about 40 s of load."""
 STALL_S = 60.0
 """A bench gives up when nothing new arrived for this long (it was 600 s of silence before)."""
 PACE_S = 0.002
@@ -187,13 +190,17 @@ def _wait_for_group(settings: Settings, members: int, procs: list[subprocess.Pop
 
 
 def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callable[[str], None] = print,
-                   latency_s: float = 5.0, rate: float | None = None, probe_csv: str | None = None) -> dict[str, Any]:
+                   latency_s: float = 5.0, rate: float | None = None, probe_csv: str | None = None,
+                   ceilings: bool = True) -> dict[str, Any]:
     """``rate``: offer the latency probe this many tasks/s instead of half the measured maximum.
-    ``probe_csv``: write each probe task's times there (``write_probe``)."""
+    ``probe_csv``: write each probe task's times there (``write_probe``). ``ceilings``: also
+    measure the no-op ceilings (off: the warm-up round, and fixed-rate experiments)."""
     offered = rate
     base = Settings.from_env()
+    warm_up_s: float | None = None
     if not base.external_broker:
-        LocalBroker().start()
+        warm_up_s = _start_broker(lambda: run_throughput(min(tasks, WARM_UP_TASKS), cells, schedulers, say=lambda _: None,
+                                                         latency_s=latency_s, rate=rate, ceilings=False), say)
     uid = uuid.uuid4().hex[:6]
     # The synthetic worker never runs or lists its tasks: without a long lease every task placed
     # in the first phase would expire and be placed again during the latency probe.
@@ -280,12 +287,16 @@ def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callabl
         write_probe(probe_csv, rows)
         say(f"the probe's {len(rows)} tasks, one per line: {probe_csv}")
 
-    say("measuring the ceiling: a no-op Faust agent over the same messages, then its latency at "
-        f"{target:.0f}/s")
-    ceiling, ceiling_sustained, floor = run_ceiling(settings, tasks, logdir, probe=(client, cell_names, target, n))
-    say("and the same through a no-op librdkafka copier (how the task lane reads)")
-    lane, lane_sustained, lane_floor = run_ceiling(settings, tasks, logdir, probe=(client, cell_names, target, n),
-                                                   agent="noop-lane")
+    ceiling = ceiling_sustained = lane = lane_sustained = 0.0
+    floor: list[float] = []
+    lane_floor: list[float] = []
+    if ceilings:
+        say("measuring the ceiling: a no-op Faust agent over the same messages, then its latency at "
+            f"{target:.0f}/s")
+        ceiling, ceiling_sustained, floor = run_ceiling(settings, tasks, logdir, probe=(client, cell_names, target, n))
+        say("and the same through a no-op librdkafka copier (how the task lane reads)")
+        lane, lane_sustained, lane_floor = run_ceiling(settings, tasks, logdir, probe=(client, cell_names, target, n),
+                                                       agent="noop-lane")
     delete_run_topics(settings, say=say)
     return {
         "tasks": tasks, "tasks_per_s": round(rate, 1), "ceiling_per_s": round(ceiling, 1),
@@ -311,7 +322,33 @@ def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callabl
         "lane_ceiling_latency_ms": {"p50": _pct(lane_floor, 0.5), "p95": _pct(lane_floor, 0.95),
                                     "p99": _pct(lane_floor, 0.99)},
         "schedulers": schedulers, "cells": cells, "broker": f"Apache Kafka {KAFKA_VERSION}", "cpu_count": os.cpu_count(),
+        # Seconds of an unmeasured round run first because this run started the broker (null:
+        # it was running already, or is not Shunter's): see ``_start_broker``.
+        "broker_warm_up_s": warm_up_s,
     }
+
+
+def _start_broker(round_: Callable[[], object], say: Callable[[str], None]) -> float | None:
+    """Start the local broker unless it runs. If this started it, run ``round_`` once, unmeasured,
+    and return how long it took (None: the broker was running).
+
+    A fresh broker spends its first minute or so of load compiling its hot paths (its JIT threads
+    at 0.2-0.5 of a core here, against 0.3-0.4 of a core for all of its work once warm), and a
+    round measured then reports the broker's start, not the scheduler: the first fixed-rate round
+    after a start had a p99 of 429 ms, the next four 33-132 ms (docs/benchmarks/throughput.md,
+    "Session 20"). A broker that has run for a while is warm; so is one given by
+    ``SHUNTER_BOOTSTRAP_SERVERS``, which is not touched."""
+    broker = LocalBroker()
+    if broker.status()["running"]:
+        return None
+    broker.start()
+    say(f"the broker has just started: one unmeasured round of up to {WARM_UP_TASKS} tasks first, while "
+        "its JIT compiles its hot paths")
+    began = time.monotonic()
+    round_()
+    took = time.monotonic() - began
+    say(f"warm-up done in {took:.0f}s")
+    return round(took, 1)
 
 
 def write_probe(path: str, rows: Sequence[tuple[str, float, int, int]]) -> None:

@@ -22,7 +22,8 @@ def test_throughput_bench_runs_and_reports_its_contract(kafka, monkeypatch, tmp_
     assert set(doc) == {"tasks", "tasks_per_s", "ceiling_per_s", "ratio_to_ceiling", "latency_ms", "schedulers",
                         "cells", "broker", "cpu_count", "latency_offered_per_s", "latency_split_ms", "sustained",
                         "ceiling_latency_ms", "lane_ceiling_per_s", "ratio_to_lane_ceiling", "lane_sustained",
-                        "lane_ceiling_latency_ms", "latency_machine"}
+                        "lane_ceiling_latency_ms", "latency_machine", "broker_warm_up_s"}
+    assert doc["broker_warm_up_s"] is None, "a broker it was given is not warmed up"
     assert doc["tasks"] == 150 and doc["tasks_per_s"] > 0 and doc["ceiling_per_s"] > 0
     assert set(doc["sustained"]) == {"tasks_per_s", "ceiling_per_s", "ratio_to_ceiling"}
     assert doc["sustained"]["tasks_per_s"] > 0 and doc["sustained"]["ceiling_per_s"] > 0

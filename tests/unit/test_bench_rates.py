@@ -3,6 +3,8 @@ runs in tests/integration/test_bench.py)."""
 
 import time
 
+import pytest
+
 from shunter.connectors.bench import _last_third_rate, _machine_share, _offer, _rates_by_tenth
 
 
@@ -65,3 +67,32 @@ def test_machine_share_splits_the_cpu_time_between_two_readings():
     after = [50, 0, 10, 25, 5, 0, 0, 10, 0, 0]
     assert _machine_share(before, after) == {"idle": 0.3, "steal": 0.1}
     assert _machine_share(None, after) == {"idle": None, "steal": None}
+
+
+class _Broker:
+    """Stands in for ``LocalBroker``: running or not, and whether it was started."""
+
+    def __init__(self, running: bool) -> None:
+        self.running, self.started = running, False
+
+    def status(self) -> dict:
+        return {"running": self.running}
+
+    def start(self) -> None:
+        self.started = self.running = True
+
+
+@pytest.mark.parametrize("running", [False, True])
+def test_a_bench_that_starts_the_broker_runs_one_unmeasured_round_first(monkeypatch, running):
+    from shunter.connectors import bench
+
+    broker = _Broker(running)
+    monkeypatch.setattr(bench, "LocalBroker", lambda: broker)
+    rounds: list[int] = []
+    said: list[str] = []
+    took = bench._start_broker(lambda: rounds.append(1), said.append)
+    if running:  # warm already: nothing started, nothing run, null in the JSON
+        assert (took, rounds, broker.started, said) == (None, [], False, [])
+    else:
+        assert broker.started and rounds == [1] and isinstance(took, float) and took >= 0
+        assert said[0].startswith("the broker has just started") and said[-1].startswith("warm-up done")
