@@ -47,8 +47,8 @@ from shunter.streams.topics import TopicNames, cells_on_distinct_partitions, cre
 
 
 WARM_UP_TASKS = 20_000
-"""Tasks of the unmeasured round run first when a run starts the broker itself (``_start_broker``): at
-2,000-3,000 tasks/s placed, with the probe and the processes' start, about 40 s of load."""
+"""Tasks of the unmeasured round run first when a run starts the broker itself (``_start_broker``):
+with the processes' start and the probe, 21-24 s of load here."""
 STALL_S = 60.0
 """A bench gives up when nothing new arrived for this long (it was 600 s of silence before)."""
 PACE_S = 0.002

@@ -173,8 +173,10 @@ def _stats(runs: list[Run]) -> dict[str, Any]:
     return {
         "tasks": len(runs), "completed": len(finished),
         "mean_s": _r(sum(ct) / len(ct)) if ct else None,
-        "p50_s": _r(percentile(ct, 0.5, presorted=True)), "p95_s": _r(percentile(ct, 0.95, presorted=True)), "p99_s": _r(percentile(ct, 0.99, presorted=True)),
-        "slowdown_mean": _r(sum(slow) / len(slow)) if slow else None, "slowdown_p99": _r(percentile(slow, 0.99, presorted=True)),
+        "p50_s": _r(percentile(ct, 0.5, presorted=True)), "p95_s": _r(percentile(ct, 0.95, presorted=True)),
+        "p99_s": _r(percentile(ct, 0.99, presorted=True)),
+        "slowdown_mean": _r(sum(slow) / len(slow)) if slow else None,
+        "slowdown_p99": _r(percentile(slow, 0.99, presorted=True)),
         "deadline_miss_rate": _r(missed / len(with_deadline)) if with_deadline else None,
         "deadline_misses": missed,
     }
