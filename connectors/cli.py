@@ -61,6 +61,12 @@ def cmd_topics(args: argparse.Namespace) -> int:
     from shunter.streams.topics import create_topics
 
     settings = Settings.from_env()
+    if args.action == "migrate-state":
+        from shunter.streams.migration import migrate_state
+
+        create_topics(settings)
+        _print({"copied": migrate_state(settings, say=lambda s: print(s, file=sys.stderr))})
+        return 0
     result: dict[str, Any] = dict(create_topics(settings))
     if settings.secure:
         from shunter.connectors.security import protect_audit
@@ -110,6 +116,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 
     from shunter.agents.scheduler import install
     from shunter.streams.app import create_app
+    from shunter.streams.errors import BrokerError
     from shunter.streams.settings import Settings
     from shunter.streams.topics import create_topics
 
@@ -119,6 +126,12 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     faulthandler.register(_signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID` dumps every stack to the log
     settings = Settings.from_env()
     create_topics(settings)
+    from shunter.streams.migration import unmigrated
+
+    left = unmigrated(settings)
+    if left:
+        raise BrokerError(f"{', '.join(left)} hold an earlier version's scheduler state, which this version keeps "
+                          "in one table: run `shunter topics migrate-state` with every scheduler stopped, then start again.")
     app, topics, tables = create_app(settings)
     install(app, topics, tables, settings)
     from shunter.streams.logs import handler, json_logs
@@ -606,7 +619,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(then set SHUNTER_REPLICATION=3 and SHUNTER_BOOTSTRAP_SERVERS to its bootstrap)")
 
     t = add("topics", cmd_topics, "create Shunter's topics (idempotent); on a secure broker also protect the audit topic")
-    t.add_argument("action", choices=["create"])
+    t.add_argument("action", choices=["create", "migrate-state"],
+                   help="migrate-state: copy an earlier version's three state tables into this version's one "
+                   "(every scheduler stopped; streams/migration.py)")
 
     us = add("users", cmd_users, "manage principals on a secure broker: SCRAM credentials plus their role's ACLs")
     us.add_argument("action", choices=["create", "delete", "list"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import zlib
+from collections.abc import Iterator, MutableMapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,7 @@ from mode.utils.compat import want_bytes
 from shunter.streams import transport
 from shunter.streams.recovery import TableManager
 from shunter.streams.settings import Settings
-from shunter.streams.topics import TopicNames
+from shunter.streams.topics import SCHEDULER_TABLES, TopicNames
 
 
 @dataclass
@@ -92,20 +93,55 @@ class TrackedTable(faust.Table):
         return partition if partition is not None else super().partition_for_key(key)
 
 
-@dataclass
-class SchedulerTables:
-    """Changelog-backed state. Values are JSON dicts (internal topics, never read by clients)."""
+class TableView(MutableMapping[str, Any]):
+    """One kind of record in the scheduler's state table: the keys of this view are the table's
+    keys that start with ``<kind>/``, without it. ``tables.tasks["t1"]`` is ``state["tasks/t1"]``."""
 
-    tasks: Any
-    workers: Any
-    cells: Any
+    __slots__ = ("table", "prefix")
+
+    def __init__(self, table: Any, kind: str) -> None:
+        self.table, self.prefix = table, f"{kind}/"
+
+    def __getitem__(self, key: str) -> Any:
+        return self.table[self.prefix + key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.table[self.prefix + key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.table[self.prefix + key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.table.get(self.prefix + key, default)
+
+    def __iter__(self) -> Iterator[str]:
+        prefix, n = self.prefix, len(self.prefix)
+        return iter([k[n:] for k in list(self.table.keys()) if isinstance(k, str) and k.startswith(prefix)])
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+class SchedulerTables:
+    """Changelog-backed state: one Faust table, ``state``, whose keys say what kind of record each
+    is (``TableView``): task records (``tasks``), worker records (``workers``) and each cell's
+    audit head, model snapshot and outbox (``cells``). Values are JSON dicts (an internal topic,
+    never read by clients).
+
+    One table, so one changelog partition per cell: a sealed batch's state is one produce request
+    (librdkafka sends one per partition), where three tables made it three, one after the other
+    on the broker's connection (docs/decisions.md, "One state table")."""
+
+    def __init__(self, state: Any) -> None:
+        self.state = state
+        self.tasks = TableView(state, "tasks")
+        self.workers = TableView(state, "workers")
+        self.cells = TableView(state, "cells")
 
     def take(self) -> list[ChangelogWrite]:
         """The writes made since the last call, not sent yet (``TrackedTable``)."""
-        out: list[ChangelogWrite] = []
-        for table in (self.tasks, self.workers, self.cells):
-            out += table.pending
-            table.pending = []
+        out: list[ChangelogWrite] = self.state.pending
+        self.state.pending = []
         return out
 
 
@@ -200,9 +236,6 @@ def create_app(settings: Settings) -> tuple[faust.App, SchedulerTopics, Schedule
         scaling=raw(names.scaling),
         deadletter=raw(names.deadletter),
     )
-    def table(name: str) -> Any:
-        return app.Table(name, default=None, partitions=settings.partitions,
-                         schema=faust.Schema(key_serializer="json", value_serializer="json"))
-
-    tables = SchedulerTables(tasks=table("tasks"), workers=table("workers"), cells=table("cells"))
-    return app, topics, tables
+    state = app.Table(SCHEDULER_TABLES[0], default=None, partitions=settings.partitions,
+                      schema=faust.Schema(key_serializer="json", value_serializer="json"))
+    return app, topics, SchedulerTables(state)

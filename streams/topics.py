@@ -101,9 +101,10 @@ class TopicNames:
         return out
 
 
-SCHEDULER_TABLES: Final = ("tasks", "workers", "cells")
-"""The scheduler's Faust tables; their changelog topics are created here too, so their partition
-count and replication never depend on Faust creating them in time (it may not on a busy cluster)."""
+SCHEDULER_TABLES: Final = ("state",)
+"""The scheduler's Faust table (``streams/app.py: SchedulerTables``); its changelog topic is
+created here too, so its partition count and replication never depend on Faust creating it in
+time (it may not on a busy cluster)."""
 
 
 def changelog_topics(settings: Settings) -> list[str]:

@@ -87,12 +87,14 @@ class Harness:
         self.sent: dict[str, list[dict]] = {}
 
     def acknowledge_state(self) -> list[str]:
-        """The broker acknowledges every state write sent so far; returns their tables, sorted."""
-        pending = [(t, p, f) for t, p, f in self.state_writes if not f.done()]
-        for topic, partition, fut in pending:
+        """The broker acknowledges every state write sent so far; returns their kinds of record
+        (``tasks``, ``workers``, ``cells``: the state table's key prefixes), sorted."""
+        pending = [(t, p, k, f) for (t, p, f), (_, k, _) in zip(self.state_writes, self.changelog) if not f.done()]
+        for topic, partition, _, fut in pending:
             if not fut.done():
                 fut.set_result({(topic, partition): 0})
-        return sorted(t.split("-")[-2] for t, _, _ in pending)  # <app>-<table>-changelog
+        assert {t for t, *_ in pending} <= {f"{self.settings.app_id}-state-changelog"}, "one changelog for all state"
+        return sorted(json.loads(k).split("/")[0] for _, _, k, _ in pending)
 
     def run(self, *messages: bytes) -> None:
         async def go() -> None:
@@ -223,12 +225,14 @@ def test_state_writes_are_encoded_as_faust_writes_its_changelogs(harness):
     """The scheduler sends its tables' changelog writes itself (streams/app.py, ``TrackedTable``):
     what a new owner's recovery reads back must be exactly the tables' contents."""
     harness.run(heartbeat("w1"), submitted("t1"), completed("t1", "w1", 1))
-    latest: dict[tuple[str, str], bytes | None] = {}
+    latest: dict[str, bytes | None] = {}
     for topic, key, value in harness.changelog:
-        latest[(topic.split("-")[-2], json.loads(key))] = value
-    assert latest[("tasks", "t1")] is not None and latest[("workers", "w1")] is not None
-    for (table, key), value in latest.items():
-        assert json.loads(value) == getattr(harness.tables, table)[key], (table, key)
+        assert topic == f"{harness.settings.app_id}-state-changelog"
+        latest[json.loads(key)] = value
+    assert latest["tasks/t1"] is not None and latest["workers/w1"] is not None
+    for key, value in latest.items():
+        kind, _, name = key.partition("/")
+        assert json.loads(value) == harness.tables.state[key] == getattr(harness.tables, kind)[name], key
 
     async def evict() -> None:
         token = CHANGELOG_PARTITION.set(0)
@@ -236,7 +240,7 @@ def test_state_writes_are_encoded_as_faust_writes_its_changelogs(harness):
         CHANGELOG_PARTITION.reset(token)
     asyncio.run(evict())
     ((_, topic, partition, key, value),) = harness.tables.take()
-    assert (topic.split("-")[-2], partition, json.loads(key), value) == ("tasks", 0, "t1", None), "a tombstone"
+    assert (partition, json.loads(key), value) == (0, "tasks/t1", None), "a tombstone"
 
 
 def test_records_handed_over_in_one_turn_share_a_batch_when_nothing_is_in_flight(harness):

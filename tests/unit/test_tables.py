@@ -3,6 +3,8 @@ process that recovers a table reads them back with Faust's own codec."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from shunter.streams.app import CHANGELOG_PARTITION, create_app
@@ -26,7 +28,7 @@ def tables():
 @pytest.mark.parametrize("value", VALUES)
 @pytest.mark.parametrize("key", ["t-1", "cell-0#outbox#17", "caf\u00e9"])
 def test_a_write_is_encoded_as_fausts_codec_would(tables, key, value):
-    table = tables.tasks
+    table = tables.state
     topic = table.changelog_topic
     faust_key, _ = topic.prepare_key(key, table.key_serializer)
     faust_value, _ = topic.prepare_value(value, table.value_serializer)
@@ -41,6 +43,32 @@ def test_a_write_is_encoded_as_fausts_codec_would(tables, key, value):
     assert k2 == faust_key and tombstone is None
     assert name == topic.get_topic_name() and partition == 2
     assert topic.schema.loads_value(table.app, _Message(k, v)) == value
+
+
+def test_the_views_share_one_table_each_with_its_own_keys():
+    """Task records, worker records and cell entries live in one table (one changelog partition per
+    cell, so one produce request per batch): each view sees only its own kind."""
+    _, _, tables = create_app(Settings(bootstrap_servers="localhost:1", partitions=3))
+    token = CHANGELOG_PARTITION.set(1)
+    try:
+        tables.tasks["c1"] = {"task": 1}
+        tables.workers["c1"] = {"worker": 1}
+        tables.cells["c1"] = {"seq": 3}
+        tables.cells["c1#outbox#0"] = {"n": 1}
+        assert tables.tasks["c1"] == {"task": 1} and tables.workers.get("c1") == {"worker": 1}
+        assert sorted(tables.cells) == ["c1", "c1#outbox#0"] and len(tables.tasks) == 1
+        assert sorted(tables.state.keys()) == ["cells/c1", "cells/c1#outbox#0", "tasks/c1", "workers/c1"]
+        assert tables.workers.get("w9") is None and "w9" not in tables.workers
+        assert tables.tasks.pop("c1") == {"task": 1} and tables.tasks.pop("c1", None) is None
+        assert "c1" not in tables.tasks and tables.workers["c1"] == {"worker": 1}
+    finally:
+        CHANGELOG_PARTITION.reset(token)
+    writes = tables.take()
+    assert [(p, json.loads(k), v is None) for _, _, p, k, v in writes] == [
+        (1, "tasks/c1", False), (1, "workers/c1", False), (1, "cells/c1", False), (1, "cells/c1#outbox#0", False),
+        (1, "tasks/c1", True)], "every write to the one changelog, a deletion as a tombstone"
+    assert {name for _, name, *_ in writes} == {tables.state.changelog_topic.get_topic_name()}
+    assert tables.take() == []
 
 
 class _Message:
