@@ -187,6 +187,8 @@ class Scheduler:
         self.wait_for_state = True
         """Hold outputs until the state they follow is durable (off only where no broker acknowledges)."""
         self.state_ack_timeout_s = float(os.environ.get("SHUNTER_STATE_ACK_TIMEOUT_S", "120"))
+        self._recovered: set[str] = set()
+        self._recovered_generation: int | None = None
         self.last_handled = time.monotonic()
         self.handled_offsets: dict[tuple[str, int], int] = {}
         """Per input partition, the offset of the last event the agent took (for the watchdog)."""
@@ -718,13 +720,24 @@ class Scheduler:
         }), None)
 
     async def tick_all(self) -> None:
-        owned = set(self.cells)
-        for key in list(self.tables.cells.keys()):
-            if isinstance(key, str) and "#" not in key:
-                owned.add(key)
+        owned = set(self.cells) | self._recovered_cells()
         now = now_ms()
         for name in owned:
             self.topics.tasks.send_soon(key=name.encode(), value=CODEC.encode("CellTick", {"cell": name, "at_ms": now}))
+
+    def _recovered_cells(self) -> set[str]:
+        """The cells whose state the table holds, loaded by an event or not: a cell recovered at a
+        rebalance is ticked before any event of its own arrives (its leases expire even with
+        every worker gone). Scanned once per rebalance, after the recovery: the scan reads every
+        key of the state table, task records included, too many to read at every tick."""
+        recovery = getattr(self.app.tables, "recovery", None)
+        if recovery is not None and not recovery.completed.is_set():
+            return self._recovered
+        generation = self.app.consumer_generation_id
+        if generation != self._recovered_generation:
+            self._recovered = {key for key in self.tables.cells if "#" not in key}
+            self._recovered_generation = generation
+        return self._recovered
 
     # ------------------------------------------------------------------------------------ reads
     def find(self, task_id: str) -> tuple[Cell, TaskRecord] | None:

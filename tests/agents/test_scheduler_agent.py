@@ -299,3 +299,36 @@ def test_a_dead_lettered_input_is_acknowledged_once_its_dead_letter_is_delivered
             await asyncio.sleep(0.01)
             assert event.message.acked
     asyncio.run(go())
+
+
+def test_cells_recovered_but_not_loaded_are_ticked_and_the_table_is_scanned_once_per_rebalance(harness):
+    """A cell the changelog restored gets its ticks before any event of its own (its leases must
+    expire with every worker gone); finding such cells reads every key of the state table, task
+    records included, so it happens once per rebalance, not at every tick."""
+    s = harness.scheduler
+    token = CHANGELOG_PARTITION.set(0)
+    try:
+        harness.tables.cells["c9"] = {"seq": 4}
+        harness.tables.cells["c9#outbox#1"] = {"n": 1}
+        harness.tables.tasks["t1"] = {"cell": "c9"}
+    finally:
+        CHANGELOG_PARTITION.reset(token)
+    ticked: list[bytes] = []
+    s.topics.tasks.send_soon = lambda key, value: ticked.append(key)
+    asyncio.run(s.tick_all())
+    assert ticked == [], "not while the tables are being recovered"
+    harness.app.tables.recovery.completed.set()
+    asyncio.run(s.tick_all())
+    assert ticked == [b"c9"]
+    token = CHANGELOG_PARTITION.set(0)
+    try:
+        harness.tables.cells["c8"] = {"seq": 0}
+    finally:
+        CHANGELOG_PARTITION.reset(token)
+    ticked.clear()
+    asyncio.run(s.tick_all())
+    assert ticked == [b"c9"], "the table is not read again before the next rebalance"
+    harness.app.consumer_generation_id += 1
+    ticked.clear()
+    asyncio.run(s.tick_all())
+    assert sorted(ticked) == [b"c8", b"c9"]
