@@ -37,10 +37,14 @@ def state_changelog(settings: Settings) -> str:
 
 
 def _records(settings: Settings, topics: list[str]) -> dict[str, int]:
-    """Per topic that exists, how many records its partitions hold (high minus low watermark)."""
+    """Per topic that exists, how many records its partitions hold (high minus low watermark);
+    nothing at all when no former changelog exists (every deployment that never ran an earlier
+    version: then the scheduler's start costs one metadata request, no offset lookups)."""
     c = Consumer({**settings.kafka_config(), "group.id": f"{settings.app_id}-migration"})
     try:
         listed = c.list_topics(timeout=30).topics
+        if not any(t in listed for t in former_changelogs(settings)):
+            return {}
         out: dict[str, int] = {}
         for topic in topics:
             if topic in listed:
@@ -72,6 +76,9 @@ def migrate_state(settings: Settings, say: Callable[[str], None] = print) -> int
     if held.get(target, 0):
         raise BrokerError(f"{target} holds {held[target]} record(s) already: a scheduler of this version has "
                           "written state there, and copying the older tables now would overwrite it. Nothing was copied.")
+    if not any(held.get(t, 0) for t in former_changelogs(settings)):
+        say(f"nothing to migrate: no record in {', '.join(former_changelogs(settings))}")
+        return 0
     producer = Producer(producer_config(settings, **{"linger.ms": 5}))
     copied = 0
     for table, topic in zip(FORMER_TABLES, former_changelogs(settings)):
