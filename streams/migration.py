@@ -22,18 +22,18 @@ from shunter.streams.errors import BrokerError
 from shunter.streams.outbound import producer_config
 from shunter.streams.reader import read_topic
 from shunter.streams.settings import Settings
-from shunter.streams.topics import SCHEDULER_TABLES
+from shunter.streams.topics import changelog_topic, changelog_topics
 
 FORMER_TABLES: Final = ("tasks", "workers", "cells")
 """The scheduler's tables before they became ``state``; each kind of record keeps the name as its key prefix."""
 
 
 def former_changelogs(settings: Settings) -> list[str]:
-    return [f"{settings.app_id}-{t}-changelog" for t in FORMER_TABLES]
+    return [changelog_topic(settings, t) for t in FORMER_TABLES]
 
 
 def state_changelog(settings: Settings) -> str:
-    return f"{settings.app_id}-{SCHEDULER_TABLES[0]}-changelog"
+    return changelog_topics(settings)[0]
 
 
 def _records(settings: Settings, topics: list[str]) -> dict[str, int]:

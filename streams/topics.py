@@ -107,8 +107,13 @@ created here too, so its partition count and replication never depend on Faust c
 time (it may not on a busy cluster)."""
 
 
+def changelog_topic(settings: Settings, table: str) -> str:
+    """The changelog topic Faust names for the scheduler's table ``table``."""
+    return f"{settings.app_id}-{table}-changelog"
+
+
 def changelog_topics(settings: Settings) -> list[str]:
-    return [f"{settings.app_id}-{t}-changelog" for t in SCHEDULER_TABLES]
+    return [changelog_topic(settings, t) for t in SCHEDULER_TABLES]
 
 
 PLACED_BY_NUMBER: Final = ("assignments", "task-status")
