@@ -162,6 +162,54 @@ def _machine_share(before: list[int] | None, after: list[int] | None) -> dict[st
     return {"idle": round((d[3] + d[4]) / total, 4), "steal": round(d[7] / total, 4)}
 
 
+def _scheduler_times(pids: Sequence[int], proc: str = "/proc") -> dict[str, float] | None:
+    """CPU seconds so far of the scheduler processes ``pids``, all their threads and two kinds
+    apart: the event loop's (each process's main thread) and librdkafka's (threads named
+    ``rdk:``); and how often the event loop was preempted (involuntary context switches). None off
+    Linux, or once a process is gone."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {"cpu": 0.0, "event_loop": 0.0, "librdkafka": 0.0, "event_loop_preempted": 0.0}
+
+    def cpu(stat: str) -> float:
+        fields = stat.rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+
+    try:
+        for pid in pids:
+            with open(f"{proc}/{pid}/stat") as f:
+                out["cpu"] += cpu(f.read())
+            for tid in os.listdir(f"{proc}/{pid}/task"):
+                task = f"{proc}/{pid}/task/{tid}"
+                with open(f"{task}/comm") as f:
+                    name = f.read().strip()
+                if int(tid) == pid:
+                    with open(f"{task}/stat") as f:
+                        out["event_loop"] += cpu(f.read())
+                    with open(f"{task}/status") as f:
+                        out["event_loop_preempted"] += next(int(line.split()[1]) for line in f
+                                                            if line.startswith("nonvoluntary_ctxt_switches"))
+                elif name.startswith("rdk:"):
+                    with open(f"{task}/stat") as f:
+                        out["librdkafka"] += cpu(f.read())
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return out
+
+
+def _scheduler_share(before: dict[str, float] | None, after: dict[str, float] | None,
+                     seconds: float) -> dict[str, float | None]:
+    """What the scheduler processes used between two ``_scheduler_times``, in cores, and how
+    often a second their event loop lost its CPU to another thread. At half the maximum rate a
+    fast first phase sets, the process needed 0.86-0.98 of a core, and the event loop was
+    preempted hundreds to thousands of times a second, most often by librdkafka's own thread
+    (docs/benchmarks/throughput.md, "Session 22")."""
+    if before is None or after is None or seconds <= 0:
+        return {"cores": None, "event_loop_cores": None, "librdkafka_cores": None, "event_loop_preempted_per_s": None}
+    rate = {k: round((after[k] - before[k]) / seconds, 3) for k in before}
+    return {"cores": rate["cpu"], "event_loop_cores": rate["event_loop"], "librdkafka_cores": rate["librdkafka"],
+            "event_loop_preempted_per_s": round(rate["event_loop_preempted"])}
+
+
 def _wait_for_group(settings: Settings, members: int, procs: list[subprocess.Popen[bytes]],
                     timeout: float = 120.0) -> None:
     """Until the scheduler group is stable with ``members`` members that each own task partitions."""
@@ -263,11 +311,17 @@ def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callabl
         say(f"latency probe: {n} tasks at {target:.0f}/s")
         start = _ends(settings, names.assignments)
         cpu_before = _cpu_times()
+        pids = [p.pid for p in procs]
+        sched_before, offer_began = _scheduler_times(pids), time.monotonic()
         sent = _offer(client, cell_names, target, n)
+        scheduler = _scheduler_share(sched_before, _scheduler_times(pids), time.monotonic() - offer_began)
         machine = _machine_share(cpu_before, _cpu_times())
         if machine["steal"] is not None:
             say(f"while offered: the machine {machine['idle']:.0%} idle, {machine['steal']:.1%} of its CPU time "
                 f"stolen by the hypervisor")
+        if scheduler["cores"] is not None:
+            say(f"while offered: the scheduler used {scheduler['cores']:.2f} cores, its event loop "
+                f"{scheduler['event_loop_cores']:.2f}, preempted {scheduler['event_loop_preempted_per_s']:.0f} times a second")
         probe = _timestamps(settings, names.assignments, n, timeout=120, start_offsets=start,
                             key_filter=lambda m: True)
         # Each probe task: submitted (the client's clock), decided (the scheduler's clock stamps
@@ -312,6 +366,9 @@ def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callabl
         # What the machine did while the probe was offered: a probe during which the hypervisor
         # took CPU time away (steal) is not comparable with one during which it did not.
         "latency_machine": machine,
+        # The scheduler processes while the probe was offered: cores used (all, the event loop's
+        # thread, librdkafka's threads) and the event loop's preemptions a second.
+        "latency_scheduler": scheduler,
         # The no-op agent's submit-to-output latency at the same offered rate, in the same run:
         # what the machine, the broker and Faust take before the scheduler does anything.
         "ceiling_latency_ms": {"p50": _pct(floor, 0.5), "p95": _pct(floor, 0.95), "p99": _pct(floor, 0.99)},

@@ -22,7 +22,7 @@ def test_throughput_bench_runs_and_reports_its_contract(kafka, monkeypatch, tmp_
     assert set(doc) == {"tasks", "tasks_per_s", "ceiling_per_s", "ratio_to_ceiling", "latency_ms", "schedulers",
                         "cells", "broker", "cpu_count", "latency_offered_per_s", "latency_split_ms", "sustained",
                         "ceiling_latency_ms", "lane_ceiling_per_s", "ratio_to_lane_ceiling", "lane_sustained",
-                        "lane_ceiling_latency_ms", "latency_machine", "broker_warm_up_s"}
+                        "lane_ceiling_latency_ms", "latency_machine", "latency_scheduler", "broker_warm_up_s"}
     assert doc["broker_warm_up_s"] is None, "a broker it was given is not warmed up"
     assert doc["tasks"] == 150 and doc["tasks_per_s"] > 0 and doc["ceiling_per_s"] > 0
     assert set(doc["sustained"]) == {"tasks_per_s", "ceiling_per_s", "ratio_to_ceiling"}
@@ -39,6 +39,11 @@ def test_throughput_bench_runs_and_reports_its_contract(kafka, monkeypatch, tmp_
     machine = doc["latency_machine"]
     assert set(machine) == {"idle", "steal"}
     assert all(0.0 <= share <= 1.0 for share in machine.values()), machine  # Linux: /proc/stat
+    scheduler = doc["latency_scheduler"]  # the scheduler process's threads while the probe was offered
+    assert set(scheduler) == {"cores", "event_loop_cores", "librdkafka_cores", "event_loop_preempted_per_s"}
+    # Read from /proc (a probe this short may fall within one clock tick: zero is possible).
+    assert 0 <= scheduler["event_loop_cores"] <= scheduler["cores"] <= doc["cpu_count"], scheduler
+    assert 0 <= scheduler["librdkafka_cores"] <= scheduler["cores"] and scheduler["event_loop_preempted_per_s"] >= 0
     split = doc["latency_split_ms"]
     assert set(split) == {"submit_to_decision", "decision_to_send"}
     assert all(part["p50"] is not None and part["p50"] >= 0 for part in split.values())

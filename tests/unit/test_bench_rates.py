@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from shunter.connectors.bench import _last_third_rate, _machine_share, _offer, _rates_by_tenth
+from shunter.connectors.bench import (_last_third_rate, _machine_share, _offer, _rates_by_tenth, _scheduler_share,
+                                      _scheduler_times)
 
 
 def test_a_start_up_burst_shows_in_the_first_tenth_and_not_in_the_last_third_rate():
@@ -67,6 +68,44 @@ def test_machine_share_splits_the_cpu_time_between_two_readings():
     after = [50, 0, 10, 25, 5, 0, 0, 10, 0, 0]
     assert _machine_share(before, after) == {"idle": 0.3, "steal": 0.1}
     assert _machine_share(None, after) == {"idle": None, "steal": None}
+
+
+def _fake_proc(root, pid: int, threads: dict[int, tuple[str, int, int, int]]) -> None:
+    """/proc for one process: tid -> (name, utime, stime, involuntary switches), in clock ticks."""
+    def stat(name: str, utime: int, stime: int) -> str:
+        # A name with parentheses in it, as a thread may have; utime and stime are fields 14 and 15.
+        return f"{pid} ({name} with) parens) S " + " ".join(["0"] * 10) + f" {utime} {stime} 0 0\n"
+    (root / str(pid)).mkdir(parents=True, exist_ok=True)
+    total_u = sum(t[1] for t in threads.values())
+    total_s = sum(t[2] for t in threads.values())
+    (root / str(pid) / "stat").write_text(stat("python", total_u, total_s))
+    for tid, (name, utime, stime, preempted) in threads.items():
+        task = root / str(pid) / "task" / str(tid)
+        task.mkdir(parents=True, exist_ok=True)
+        (task / "comm").write_text(name + "\n")
+        (task / "stat").write_text(stat(name, utime, stime))
+        (task / "status").write_text(f"Name:\t{name}\nvoluntary_ctxt_switches:\t5\n"
+                                     f"nonvoluntary_ctxt_switches:\t{preempted}\n")
+
+
+def test_scheduler_share_splits_the_schedulers_cpu_by_thread(tmp_path):
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    _fake_proc(tmp_path, 100, {100: ("python", 10, 0, 7), 101: ("rdk:broker1", 2, 0, 0), 102: ("python", 1, 0, 0)})
+    _fake_proc(tmp_path, 200, {200: ("python", 20, 0, 3), 201: ("rdk:main", 0, 4, 0)})
+    before = _scheduler_times([100, 200], proc=str(tmp_path))
+    assert before == pytest.approx({"cpu": 37 / tick, "event_loop": 30 / tick, "librdkafka": 6 / tick,
+                                    "event_loop_preempted": 10})
+    _fake_proc(tmp_path, 100, {100: ("python", 10 + tick, 0, 507), 101: ("rdk:broker1", 2, tick // 2, 0),
+                               102: ("python", 1, 0, 0)})
+    _fake_proc(tmp_path, 200, {200: ("python", 20, 0, 3), 201: ("rdk:main", 0, 4, 0)})
+    after = _scheduler_times([100, 200], proc=str(tmp_path))
+    share = _scheduler_share(before, after, seconds=2.0)
+    assert share == {"cores": round((tick + tick // 2) / tick / 2, 3), "event_loop_cores": 0.5,
+                     "librdkafka_cores": round((tick // 2) / tick / 2, 3), "event_loop_preempted_per_s": 250}
+    assert _scheduler_times([999], proc=str(tmp_path)) is None, "a process that is gone"
+    assert _scheduler_share(None, after, 2.0)["cores"] is None
 
 
 class _Broker:
