@@ -162,6 +162,10 @@ def _machine_share(before: list[int] | None, after: list[int] | None) -> dict[st
     return {"idle": round((d[3] + d[4]) / total, 4), "steal": round(d[7] / total, 4)}
 
 
+SHARE_MIN_S = 1.0
+"""The shortest probe ``_scheduler_share`` reports on."""
+
+
 def _scheduler_times(pids: Sequence[int], proc: str = "/proc") -> dict[str, float] | None:
     """CPU seconds so far of the scheduler processes ``pids``, all their threads and two kinds
     apart: the event loop's (each process's main thread) and librdkafka's (threads named
@@ -202,8 +206,10 @@ def _scheduler_share(before: dict[str, float] | None, after: dict[str, float] | 
     often a second their event loop lost its CPU to another thread. At half the maximum rate a
     fast first phase sets, the process needed 0.86-0.98 of a core, and the event loop was
     preempted hundreds to thousands of times a second, most often by librdkafka's own thread
-    (docs/benchmarks/throughput.md, "Session 22")."""
-    if before is None or after is None or seconds <= 0:
+    (docs/benchmarks/throughput.md, "Session 22"). None for a window under ``SHARE_MIN_S``:
+    ``/proc`` counts CPU time in clock ticks (10 ms here), and each count is read at its own
+    moment."""
+    if before is None or after is None or seconds < SHARE_MIN_S:
         return {"cores": None, "event_loop_cores": None, "librdkafka_cores": None, "event_loop_preempted_per_s": None}
     rate = {k: round((after[k] - before[k]) / seconds, 3) for k in before}
     return {"cores": rate["cpu"], "event_loop_cores": rate["event_loop"], "librdkafka_cores": rate["librdkafka"],

@@ -39,11 +39,10 @@ def test_throughput_bench_runs_and_reports_its_contract(kafka, monkeypatch, tmp_
     machine = doc["latency_machine"]
     assert set(machine) == {"idle", "steal"}
     assert all(0.0 <= share <= 1.0 for share in machine.values()), machine  # Linux: /proc/stat
-    scheduler = doc["latency_scheduler"]  # the scheduler process's threads while the probe was offered
-    assert set(scheduler) == {"cores", "event_loop_cores", "librdkafka_cores", "event_loop_preempted_per_s"}
-    # Read from /proc (a probe this short may fall within one clock tick: zero is possible).
-    assert 0 <= scheduler["event_loop_cores"] <= scheduler["cores"] <= doc["cpu_count"], scheduler
-    assert 0 <= scheduler["librdkafka_cores"] <= scheduler["cores"] and scheduler["event_loop_preempted_per_s"] >= 0
+    # The scheduler process's threads while the probe was offered: a probe of 150 tasks is over
+    # in milliseconds, too short to count in /proc's clock ticks (tests/unit/test_bench_rates.py).
+    assert doc["latency_scheduler"] == {"cores": None, "event_loop_cores": None, "librdkafka_cores": None,
+                                        "event_loop_preempted_per_s": None}
     split = doc["latency_split_ms"]
     assert set(split) == {"submit_to_decision", "decision_to_send"}
     assert all(part["p50"] is not None and part["p50"] >= 0 for part in split.values())

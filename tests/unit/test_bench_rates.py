@@ -106,6 +106,17 @@ def test_scheduler_share_splits_the_schedulers_cpu_by_thread(tmp_path):
                      "librdkafka_cores": round((tick // 2) / tick / 2, 3), "event_loop_preempted_per_s": 250}
     assert _scheduler_times([999], proc=str(tmp_path)) is None, "a process that is gone"
     assert _scheduler_share(None, after, 2.0)["cores"] is None
+    assert _scheduler_share(before, after, 0.5)["cores"] is None, "too short to count in clock ticks"
+
+
+def test_scheduler_times_reads_this_machines_proc():
+    import os
+
+    now = _scheduler_times([os.getpid()])
+    assert now is not None, "Linux: /proc"
+    # Each count is read at its own moment: the main thread's a little after the process's.
+    assert 0 < now["event_loop"] <= now["cpu"] + 0.05, now
+    assert now["librdkafka"] >= 0 and now["event_loop_preempted"] >= 0
 
 
 class _Broker:
