@@ -725,13 +725,17 @@ class Scheduler:
         for name in owned:
             self.topics.tasks.send_soon(key=name.encode(), value=CODEC.encode("CellTick", {"cell": name, "at_ms": now}))
 
+    def recovered(self) -> bool:
+        """Faust has restored the tables of the partitions this process was given last."""
+        recovery = getattr(self.app.tables, "recovery", None)
+        return recovery is None or recovery.completed.is_set()
+
     def _recovered_cells(self) -> set[str]:
         """The cells whose state the table holds, loaded by an event or not: a cell recovered at a
         rebalance is ticked before any event of its own arrives (its leases expire even with
         every worker gone). Scanned once per rebalance, after the recovery: the scan reads every
         key of the state table, task records included, too many to read at every tick."""
-        recovery = getattr(self.app.tables, "recovery", None)
-        if recovery is not None and not recovery.completed.is_set():
+        if not self.recovered():
             return self._recovered
         generation = self.app.consumer_generation_id
         if generation != self._recovered_generation:
@@ -882,8 +886,7 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
     owned: set[tuple[str, int]] = set()
 
     def ready() -> bool:
-        recovery = getattr(app.tables, "recovery", None)
-        return (recovery is None or recovery.completed.is_set()) and not app.rebalancing
+        return scheduler.recovered() and not app.rebalancing
 
     control = control_topics(settings)
     lanes: list[Lane] = []

@@ -20,7 +20,7 @@ from shunter.policies.document import parse_policy
 from shunter.policies.model import Priority, TaskState
 from shunter.streams.codec import CODEC
 from shunter.streams.errors import CodecError
-from shunter.streams.outbound import producer_config
+from shunter.streams.outbound import produce_waiting, producer_config
 from shunter.streams.reader import read_records
 from shunter.streams.settings import Settings
 from shunter.streams.topics import TopicNames
@@ -48,13 +48,7 @@ def producer(settings: Settings, **extra: Any) -> Producer:
 
 def produce(p: Producer, topic: str, key: str, value: bytes) -> None:
     """Queue one message, waiting for room when the local queue is full (never dropping it)."""
-    while True:
-        try:
-            p.produce(topic, key=key.encode(), value=value)
-            break
-        except BufferError:
-            p.poll(0.05)
-    p.poll(0)
+    produce_waiting(p, topic, key.encode(), value)
 
 
 def pools_total(scheduler_url: str, field: str) -> int:

@@ -19,7 +19,7 @@ from faust.utils import json as faust_json
 from mode.utils.compat import want_bytes
 
 from shunter.streams.errors import BrokerError
-from shunter.streams.outbound import producer_config
+from shunter.streams.outbound import produce_waiting, producer_config
 from shunter.streams.reader import read_topic
 from shunter.streams.settings import Settings
 from shunter.streams.topics import changelog_topic, changelog_topics
@@ -87,13 +87,7 @@ def migrate_state(settings: Settings, say: Callable[[str], None] = print) -> int
         say(f"copying {topic} ({held[topic]} record(s) before compaction) into {target} under '{table}/'")
         for msg in read_topic(settings, topic):
             key = want_bytes(faust_json.dumps(f"{table}/{faust_json.loads(msg.key())}"))
-            while True:
-                try:
-                    producer.produce(target, msg.value(), key, msg.partition())
-                    break
-                except BufferError:
-                    producer.poll(0.05)
-            producer.poll(0)
+            produce_waiting(producer, target, key, msg.value(), msg.partition())
             copied += 1
     left = producer.flush(60)
     if left:

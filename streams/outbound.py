@@ -55,6 +55,23 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
             "partitioner": "murmur2_random", **extra}
 
 
+def produce_waiting(p: Producer, topic: str, key: bytes | None, value: bytes | None,
+                    partition: int | None = None) -> None:
+    """Queue one message, waiting for room when the local queue is full (never dropping it);
+    ``partition`` None: the partitioner chooses by key. For the clients and tools (the scheduler's
+    own writes go through ``Outbound.send``)."""
+    while True:
+        try:
+            if partition is None:
+                p.produce(topic, key=key, value=value)
+            else:
+                p.produce(topic, key=key, value=value, partition=partition)
+            break
+        except BufferError:
+            p.poll(0.05)
+    p.poll(0)
+
+
 LINGER_MS = 0.0
 """The scheduler's producer sends as soon as a record is queued. Its records come a sealed batch
 at a time, queued in one go, so there is little to gather by waiting, and any wait costs whole
