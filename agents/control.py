@@ -113,8 +113,9 @@ class Lane:
     def __init__(self, settings: Settings, topics: Sequence[str],
                  handle: Callable[[ControlEvent, Callable[[], bool]], Awaitable[list[asyncio.Future[Any]] | None]],
                  ready: Callable[[], bool], *, name: str = "control", turn: int = 0) -> None:
-        """``turn``: at most this many events are handled in one turn of the event loop (0: a
-        whole batch), so another lane's events do not wait behind a batch of this one's."""
+        """``turn``: about this many events are handled in one turn of the event loop, never
+        twice as many (0: a whole batch), so another lane's events do not wait behind a batch of
+        this one's (``_handle_batch``)."""
         self.settings, self.topics, self.handle, self.ready = settings, tuple(topics), handle, ready
         self.name, self.turn = name, turn
         self.group = lane_group(settings, name)
@@ -178,11 +179,20 @@ class Lane:
             self._durable()
 
     async def _handle_batch(self, batch: list[tuple[int, Any]]) -> None:
-        """Handle a batch in order, ``turn`` events per turn of the event loop."""
+        """Handle a batch in order, ``turn`` events per turn of the event loop, the last turn taking
+        the remainder (up to ``2 * turn - 1`` events).
+
+        A turn's end is where a cell with nothing in flight seals its batch
+        (``Scheduler._try_seal``). Ending a turn with a few events of the hand-over left made
+        those few a batch of their own, sealed only once the rest was acknowledged: at half the
+        maximum rate the reader hands over 17-18 records at a time, and with turns of 16, 38% of
+        the sealed batches held 8 events or fewer, each one more state write and round of outputs,
+        and each a wait of one more acknowledgement for its events and for the next hand-over's
+        (docs/benchmarks/throughput.md, "Session 23")."""
         try:
             for i, (generation, m) in enumerate(batch, 1):
                 await self._handle(generation, m)
-                if self.turn and i % self.turn == 0:
+                if self.turn and i % self.turn == 0 and len(batch) - i >= self.turn:
                     await asyncio.sleep(0)
         finally:
             with self._lock:

@@ -128,3 +128,15 @@ def test_a_batch_is_handled_a_few_events_per_turn_of_the_loop():
     assert [e for e in order if e != "other lane"] == [f"event {i}" for i in range(5)], "in order"
     # Without a turn the batch holds the loop to its end (the control lane's own batches).
     assert handled_around(turn=0, n=5)[-1] == "other lane"
+
+
+def test_a_few_events_left_at_a_turns_end_join_it_rather_than_make_a_turn_of_their_own():
+    # A turn's end is where a cell seals its batch: a tail of a few events would be a batch of
+    # its own, waiting for the rest's acknowledgement.
+    order = handled_around(turn=4, n=5)
+    assert order[-1] == "other lane", f"five events with turns of four: one turn, {order}"
+    order = handled_around(turn=4, n=7)
+    assert order[-1] == "other lane", f"seven events with turns of four: one turn, {order}"
+    order = handled_around(turn=4, n=8)
+    assert order.index("other lane") == 4, f"eight events with turns of four: two turns, {order}"
+    assert [e for e in order if e != "other lane"] == [f"event {i}" for i in range(8)], "in order"
