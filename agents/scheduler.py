@@ -287,7 +287,12 @@ class Scheduler:
         if ack is not None:
             batch.acks.append(ack)
         self._try_seal(name)
-        self.outbound.serve()  # acknowledgements that arrived during this turn (streams/outbound.py)
+        if self.outbound.serve():
+            # Acknowledgements read between two events (streams/outbound.py): the outputs whose
+            # state they acknowledge leave now, not after the rest of the turn's events. The
+            # rest of ``_durable`` (the input acknowledged, the next batch sealed) runs from the
+            # future's callback once the turn ends, so the turn's events still share a batch.
+            self._release()
         return [batch.durable]
 
     def _handle(self, event: Any) -> str | Staged:

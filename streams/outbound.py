@@ -138,14 +138,16 @@ class Outbound:
             self._served = time.perf_counter()
             await asyncio.sleep(POLL_S)
 
-    def serve(self) -> None:
+    def serve(self) -> int:
         """Serve the delivery reports now if anything is in flight and none were served for
-        ``SERVE_GAP_S``. Called between events: a batch acknowledged while the event loop is
-        busy is then handled at the start of its next turn, not after it."""
+        ``SERVE_GAP_S``; returns how many were served. Called between events: a batch
+        acknowledged while the event loop is busy is then handled at the start of its next turn,
+        not after it."""
         now = time.perf_counter()
         if now - self._served >= SERVE_GAP_S and len(self.producer):
             self._served = now
-            self.producer.poll(0)
+            return int(self.producer.poll(0))
+        return 0
 
     def send(self, records: Sequence[Record]) -> asyncio.Future[Offsets]:
         """Queue ``records`` in order; the future resolves once the broker acknowledged them all."""

@@ -275,6 +275,46 @@ def test_records_handed_over_in_one_turn_share_a_batch_when_nothing_is_in_flight
     asyncio.run(go())
 
 
+def test_outputs_leave_as_soon_as_an_acknowledgement_is_read_between_two_events(harness):
+    """An acknowledgement read between two events of a turn sends the outputs its state was
+    holding back at once; the open batch is still sealed only at the turn's end."""
+    from shunter.agents.control import ControlEvent, ControlMessage
+    from shunter.streams.topics import TopicNames
+
+    s, names = harness.scheduler, TopicNames(harness.settings)
+    s.wait_for_state = True
+    acknowledged: list[int] = []
+
+    class Serving(FakeOutbound):
+        def serve(self) -> int:  # the broker's answer read between two events
+            n = len(harness.acknowledge_state()) if acknowledged else 0
+            acknowledged.clear()
+            return n
+
+    s.outbound = Serving(harness)
+
+    def event(topic: str, offset: int, value: bytes) -> ControlEvent:
+        return ControlEvent(ControlMessage(topic, 0, offset, time.time()), b"c1", value)
+
+    async def go() -> None:
+        await s.handle(event(names.heartbeats, 0, heartbeat("w1", slots=8)))
+        await asyncio.sleep(0)
+        harness.acknowledge_state()
+        await asyncio.sleep(0)
+        await s.handle(event(names.tasks, 1, submitted("t1")))
+        await asyncio.sleep(0)  # t1's batch sealed, its state in flight
+        assert "assignments" not in harness.sent, "held until its state is acknowledged"
+        acknowledged.append(1)
+        await s.handle(event(names.tasks, 2, submitted("t2")))  # same turn: no callback has run
+        assert [a["record"]["task_id"] for a in harness.sent["assignments"]] == ["t1"], "sent between events"
+        assert s.open["c1"].events == 1, "t2 still gathering in the open batch"
+        t1 = s.sealed["c1"]
+        assert not t1.done(), "the rest of t1's acknowledgement (its input, the next seal) waits for the turn's end"
+        await asyncio.sleep(0)
+        assert t1.done() and "c1" not in s.open and s.sealed["c1"] is not t1, "then t2's batch is sealed"
+    asyncio.run(go())
+
+
 def test_a_dead_lettered_input_is_acknowledged_once_its_dead_letter_is_delivered(harness):
     """Nothing is lost: a refused input is committed only once the broker has its dead letter."""
     held: list[asyncio.Future] = []
