@@ -185,7 +185,7 @@ class Lane:
         A turn's end is where a cell with nothing in flight seals its batch
         (``Scheduler._try_seal``). Ending a turn with a few events of the hand-over left made
         those few a batch of their own, sealed only once the rest was acknowledged: at half the
-        maximum rate the reader hands over 17-18 records at a time, and with turns of 16, 38% of
+        maximum rate the reader hands over 17-18 records at a time, and with turns of 16, 24-42% of
         the sealed batches held 8 events or fewer, each one more state write and round of outputs,
         and each a wait of one more acknowledgement for its events and for the next hand-over's
         (docs/benchmarks/throughput.md, "Session 23")."""

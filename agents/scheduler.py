@@ -81,8 +81,9 @@ OUTBOX_RING = 256
 """Outbox slots per cell. An entry is overwritten only after its outputs were acknowledged (the
 agent waits otherwise), so there is nothing to delete, and a new owner re-sends at most this many."""
 LANE_TURN = 16
-"""Events of the task lane handled in one turn of the event loop, 16 to 31 (``Lane._handle_batch``):
-a critical task on the control lane waits behind at most that many."""
+"""Events of the task lane handled in one turn of the event loop: this many, the last turn of a
+hand-over up to twice as many less one (``Lane._handle_batch``). A critical task on the control
+lane waits behind at most that many."""
 MODEL_SNAPSHOT_EVERY = 20
 """Snapshot the cell's models after this many completions, and on a quiet tick when anything changed."""
 FINISHED_RETENTION_MS = 15 * 60 * 1000
