@@ -584,8 +584,9 @@ class Scheduler:
 
     def _release(self) -> None:
         """The ordered sender: hand the outputs at the head of the queue to the producer while the
-        state they follow is acknowledged. Called when outputs are queued and when a batch's
-        state is acknowledged (``_durable``), so they leave in the same turn of the event loop."""
+        state they follow is acknowledged. Called when outputs are queued, when a batch's state
+        is acknowledged (``_durable``), and when ``handle`` read acknowledgements between two
+        events, so they leave in the same turn of the event loop."""
         while self.sendq:
             staged, state, _ = self.sendq[0]
             if state is not None and not state.done():

@@ -141,8 +141,8 @@ class Outbound:
     def serve(self) -> int:
         """Serve the delivery reports now if anything is in flight and none were served for
         ``SERVE_GAP_S``; returns how many were served. Called between events: a batch
-        acknowledged while the event loop is busy is then handled at the start of its next turn,
-        not after it."""
+        acknowledged while the event loop is busy has its outputs released at once
+        (``Scheduler.handle``) and the rest handled at the end of the turn, not a turn later."""
         now = time.perf_counter()
         if now - self._served >= SERVE_GAP_S and len(self.producer):
             self._served = now
