@@ -4,19 +4,22 @@ The scheduler's group commit hands a sealed batch's state writes to its producer
 waits for the broker's acknowledgement before the batch's outputs leave
 (``streams/outbound.py``). This sends ``--records`` records to one partition, waits for every
 delivery report, pauses 2 ms, and again, ``--rounds`` times for each linger, with the
-scheduler's producer settings otherwise. It prints the acknowledgement's percentiles and the
-produce requests librdkafka sent per round: what a linger saves in requests and costs in time
-(docs/benchmarks/throughput.md, "Session 19").
+scheduler's producer settings otherwise. It prints the acknowledgement's percentiles, the
+produce requests librdkafka sent per round and the CPU its sending threads used per round: what a
+linger saves in requests and CPU and costs in time (docs/benchmarks/throughput.md, "Session 19"
+and "Session 24").
 
 Usage (from the repository root, with the broker running: ``.venv/bin/shunter broker start``)::
 
     .venv/bin/python tools/ack_latency.py --lingers 0,1 --records 15 --rounds 1000
+    .venv/bin/python tools/ack_latency.py --lingers 0,1 --split     # a round queued in two halves
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 import uuid
 from typing import Any
@@ -29,10 +32,13 @@ from shunter.streams.outbound import outbound_config
 from shunter.streams.settings import Settings
 
 STATS_EVERY_MS = 200
+SPLIT_PAUSE_S = 0.0003
 
 
-def measure(settings: Settings, topic: str, linger_ms: float, records: int, rounds: int) -> dict[str, Any]:
-    """Acknowledgement times (ms) and produce requests per round at one linger."""
+def measure(settings: Settings, topic: str, linger_ms: float, records: int, rounds: int,
+            split: bool = False) -> dict[str, Any]:
+    """Acknowledgement times (ms) and produce requests per round at one linger. ``split``: queue
+    each round in two halves, 0.3 ms apart, as an event loop interrupted mid-batch would."""
     stats: dict[str, Any] = {}
     producer = Producer({**outbound_config(settings, linger_ms), "statistics.interval.ms": STATS_EVERY_MS,
                          "stats_cb": lambda raw: stats.update(json.loads(raw))})
@@ -41,6 +47,7 @@ def measure(settings: Settings, topic: str, linger_ms: float, records: int, roun
     time.sleep(2 * STATS_EVERY_MS / 1000)
     producer.poll(0)
     before = _produce_requests(stats)
+    cpu_before = _sending_threads_cpu_ns()
     value = b"v" * 200
     times: list[float] = []
     for _ in range(rounds):
@@ -54,6 +61,8 @@ def measure(settings: Settings, topic: str, linger_ms: float, records: int, roun
         started = time.perf_counter()
         for i in range(records):
             producer.produce(topic, value, b"k%d" % i, 1, on_delivery=delivered)
+            if split and i == records // 2 - 1:
+                time.sleep(SPLIT_PAUSE_S)
         while left[0]:
             producer.poll(0.0001)
         times.append((time.perf_counter() - started) * 1000)
@@ -61,9 +70,33 @@ def measure(settings: Settings, topic: str, linger_ms: float, records: int, roun
     time.sleep(2 * STATS_EVERY_MS / 1000)  # the statistics after the last round
     producer.poll(0)
     requests = _produce_requests(stats) - before
+    cpu_after = _sending_threads_cpu_ns()
+    cpu_ns = cpu_after - cpu_before if min(cpu_before, cpu_after) >= 0 else -1
     return {"linger_ms": linger_ms, "p50": percentile(times, 0.5, digits=2), "p90": percentile(times, 0.9, digits=2),
             "p99": percentile(times, 0.99, digits=2),
-            "requests_per_round": round(requests / rounds, 2)}
+            "requests_per_round": round(requests / rounds, 2),
+            "sending_thread_us_per_round": round(cpu_ns / 1000 / rounds) if cpu_ns >= 0 else None}
+
+
+def _sending_threads_cpu_ns() -> int:
+    """CPU time (ns) of this process's librdkafka broker threads (``rdk:broker*``), from Linux's
+    per-thread schedstat; -1 where /proc has no such files. An idempotent producer with no linger
+    polls its socket without sleeping while a partition's next records wait behind a request in
+    flight: this is where that shows."""
+    total = 0
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{tid}/comm") as f:
+                    if not f.read().startswith("rdk:broker"):
+                        continue
+                with open(f"/proc/self/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except OSError:
+                continue  # a thread that ended since the listing
+    except OSError:
+        return -1
+    return total
 
 
 def _produce_requests(stats: dict[str, Any]) -> int:
@@ -75,6 +108,8 @@ def main() -> None:
     parser.add_argument("--lingers", default="0,1", help="comma-separated linger.ms values to compare")
     parser.add_argument("--records", type=int, default=15, help="records per round, all to one partition")
     parser.add_argument("--rounds", type=int, default=1000)
+    parser.add_argument("--split", action="store_true",
+                        help="queue each round in two halves, 0.3 ms apart (the sending thread wakes between them)")
     args = parser.parse_args()
     settings = Settings.from_env()
     topic = f"ack-latency-{uuid.uuid4().hex[:6]}"
@@ -82,9 +117,10 @@ def main() -> None:
     admin.create_topics([NewTopic(topic, 2, 1)])[topic].result(30)
     try:
         for linger in (float(x) for x in args.lingers.split(",")):
-            r = measure(settings, topic, linger, args.records, args.rounds)
+            r = measure(settings, topic, linger, args.records, args.rounds, args.split)
             print(f"linger {r['linger_ms']:g} ms: acknowledged after p50 {r['p50']} / p90 {r['p90']} / "
-                  f"p99 {r['p99']} ms, {r['requests_per_round']} produce requests per round", flush=True)
+                  f"p99 {r['p99']} ms, {r['requests_per_round']} produce requests per round, "
+                  f"{r['sending_thread_us_per_round']} us of librdkafka's sending threads per round", flush=True)
     finally:
         admin.delete_topics([topic])[topic].result(30)
 
