@@ -72,27 +72,27 @@ def produce_waiting(p: Producer, topic: str, key: bytes | None, value: bytes | N
     p.poll(0)
 
 
-LINGER_MS = 1.0
-"""The scheduler's producer waits up to 1 ms for the rest of a sealed batch before sending.
+LINGER_MS = 0.0
+"""The scheduler's producer sends as soon as a record is queued. Its records come a sealed batch
+at a time, queued in one go, and any wait costs whole milliseconds: librdkafka's sending thread
+sleeps in milliseconds, rounded up. A round of 15 records to one partition on an idle machine
+(``tools/ack_latency.py``) was acknowledged after 0.57-0.66 ms at the p50 with no linger against
+1.90-1.94 ms with 1 ms (docs/benchmarks/throughput.md, "Session 19").
 
-With no linger it sent as soon as the first record was queued, while the event loop was still
-queueing the rest (1.12-1.19 produce requests a round of 15 records to one partition against 1.0:
-``tools/ack_latency.py``). An idempotent librdkafka producer then holds a partition's later
-records until the request in flight to it is answered, and meanwhile its sending thread polls
-its socket without sleeping (``strace``: runs of dozens to hundreds of ``poll(..., 0)`` that
-find nothing). That spin cost 231-287 us of that thread per round against 124-138 with 1 ms,
-0.16-0.24 of a core at the probe's 2,300 tasks/s against 0.07-0.12, and when the broker was
-slow to answer it took a whole core from the broker that had to answer it
-(docs/benchmarks/throughput.md, "Session 24"). The price is about a millisecond per
-acknowledgement on a quiet machine (p50 0.7-1.1 ms with no linger, 2.0-2.2 with 1 ms): the
-thread sleeps in whole milliseconds, so a shorter linger costs as much (session 19, which chose
-no linger for that millisecond)."""
+What it costs: the thread may wake before the round's last record is queued (1.12-1.19 produce
+requests a round against 1.0), and an idempotent producer holds that partition's later records
+until the request in flight is answered, its thread polling without sleeping meanwhile: 231-287
+us of that thread per round against 124-138 with 1 ms, 0.16-0.24 of a core at 2,300 tasks/s
+against 0.07-0.12. A 1 ms linger saved that CPU but cost about a millisecond per
+acknowledgement and a fifth of ``bench peer``'s no-op dispatch (308-384 tasks/s against 388-486
+with none, sessions 23 and 24), with no lower p99 shown (session 24): not kept."""
 
 
 def outbound_config(settings: Settings, linger_ms: float = LINGER_MS, **extra: Any) -> dict[str, Any]:
     """The scheduler's producer (``Outbound``). Batches up to 512 KB, as Faust's producer was set
-    (streams/app.py): with ``LINGER_MS`` a sealed batch's writes to one partition leave together,
-    in one request. Nagle off: on loopback it held small requests back for tens of milliseconds."""
+    (streams/app.py): a sealed batch's writes to one partition leave together unless the sending
+    thread wakes in the middle of queueing them (``LINGER_MS``). Nagle off: on loopback it held
+    small requests back for tens of milliseconds."""
     return producer_config(settings, **{
         "linger.ms": linger_ms, "batch.size": 512 * 1024, "queue.buffering.max.messages": 1_000_000,
         "socket.nagle.disable": True, **extra})
