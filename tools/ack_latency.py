@@ -70,33 +70,41 @@ def measure(settings: Settings, topic: str, linger_ms: float, records: int, roun
     time.sleep(2 * STATS_EVERY_MS / 1000)  # the statistics after the last round
     producer.poll(0)
     requests = _produce_requests(stats) - before
-    cpu_after = _sending_threads_cpu_ns()
-    cpu_ns = cpu_after - cpu_before if min(cpu_before, cpu_after) >= 0 else -1
+    cpu_ns = _cpu_since(cpu_before, _sending_threads_cpu_ns())
     return {"linger_ms": linger_ms, "p50": percentile(times, 0.5, digits=2), "p90": percentile(times, 0.9, digits=2),
             "p99": percentile(times, 0.99, digits=2),
             "requests_per_round": round(requests / rounds, 2),
-            "sending_thread_us_per_round": round(cpu_ns / 1000 / rounds) if cpu_ns >= 0 else None}
+            "sending_thread_us_per_round": round(cpu_ns / 1000 / rounds) if cpu_ns is not None else None}
 
 
-def _sending_threads_cpu_ns() -> int:
-    """CPU time (ns) of this process's librdkafka broker threads (``rdk:broker*``), from Linux's
-    per-thread schedstat; -1 where /proc has no such files. An idempotent producer with no linger
-    polls its socket without sleeping while a partition's next records wait behind a request in
-    flight: this is where that shows."""
-    total = 0
+def _sending_threads_cpu_ns() -> dict[str, int] | None:
+    """CPU time (ns) of each of this process's librdkafka broker threads (``rdk:broker*``), by
+    thread id, from Linux's per-thread schedstat; None where /proc has no such files. An
+    idempotent producer with no linger polls its socket without sleeping while a partition's next
+    records wait behind a request in flight: this is where that shows."""
+    found: dict[str, int] = {}
     try:
-        for tid in os.listdir("/proc/self/task"):
-            try:
-                with open(f"/proc/self/task/{tid}/comm") as f:
-                    if not f.read().startswith("rdk:broker"):
-                        continue
-                with open(f"/proc/self/task/{tid}/schedstat") as f:
-                    total += int(f.read().split()[0])
-            except OSError:
-                continue  # a thread that ended since the listing
+        tids = os.listdir("/proc/self/task")
     except OSError:
-        return -1
-    return total
+        return None
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                if not f.read().startswith("rdk:broker"):
+                    continue
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                found[tid] = int(f.read().split()[0])
+        except OSError:
+            continue  # a thread that ended since the listing
+    return found
+
+
+def _cpu_since(before: dict[str, int] | None, after: dict[str, int] | None) -> int | None:
+    """CPU (ns) the threads of ``after`` used since ``before``; a thread new since then counts
+    whole, one that ended (an earlier producer's) not at all."""
+    if before is None or after is None:
+        return None
+    return sum(ns - before.get(tid, 0) for tid, ns in after.items())
 
 
 def _produce_requests(stats: dict[str, Any]) -> int:
