@@ -76,16 +76,22 @@ LINGER_MS = 0.0
 """The scheduler's producer sends as soon as a record is queued. Its records come a sealed batch
 at a time, queued in one go, and any wait costs whole milliseconds: librdkafka's sending thread
 sleeps in milliseconds, rounded up. A round of 15 records to one partition on an idle machine
-(``tools/ack_latency.py``) was acknowledged after 0.57-0.66 ms at the p50 with no linger against
-1.90-1.94 ms with 1 ms (docs/benchmarks/throughput.md, "Session 19").
+(``tools/ack_latency.py``) was acknowledged after 0.34-0.50 ms at the p50 (0.75-1.03 at the p99)
+with no linger against 1.53-1.77 ms with 1 ms (docs/benchmarks/throughput.md, "Session 25").
 
-What it costs: the thread may wake before the round's last record is queued (1.12-1.19 produce
-requests a round against 1.0), and an idempotent producer holds that partition's later records
-until the request in flight is answered, its thread polling without sleeping meanwhile: 231-287
-us of that thread per round against 124-138 with 1 ms, 0.16-0.24 of a core at 2,300 tasks/s
-against 0.07-0.12. A 1 ms linger saved that CPU but cost about a millisecond per
-acknowledgement and a fifth of ``bench peer``'s no-op dispatch (308-384 tasks/s against 388-486
-with none, sessions 23 and 24), with no lower p99 shown (session 24): not kept."""
+What it costs: the thread may wake before a batch's last record to a partition is queued, and
+then an idempotent producer holds that partition's later records until the request in flight
+is answered, polling without sleeping meanwhile. (librdkafka caps a partition's requests in
+flight at five less the *messages* in flight, ``RD_KAFKA_IDEMP_MAX_INFLIGHT - msgs_inflight``,
+after it has set its wake-up time to the records' age plus the linger: with five records in
+flight nothing more goes until the answer, and with no linger the wake-up is now; librdkafka's
+open pull request #4989 reports the same, one request at a time per partition.) A round queued
+in two halves costs a second round trip and about 60 us more of that thread (0.67-0.73 ms, 2.0
+requests); under load the answer comes later and the spin lasts longer: at 2,300 tasks/s the
+thread used 0.16-0.24 of a core against 0.07-0.12 with 1 ms (session 24). A 1 ms linger saved
+that CPU but cost about a millisecond per acknowledgement and a fifth of ``bench peer``'s no-op
+dispatch (308-384 tasks/s against 388-486 with none, sessions 23 and 24), with no lower p99
+shown (session 24): not kept."""
 
 
 def outbound_config(settings: Settings, linger_ms: float = LINGER_MS, **extra: Any) -> dict[str, Any]:
