@@ -86,7 +86,7 @@ flight at five less the *messages* in flight, ``RD_KAFKA_IDEMP_MAX_INFLIGHT - ms
 after it has set its wake-up time to the records' age plus the linger: with five records in
 flight nothing more goes until the answer, and with no linger the wake-up is now; librdkafka's
 open pull request #4989 reports the same, one request at a time per partition.) A round queued
-in two halves costs a second round trip and about 60 us more of that thread (0.67-0.73 ms, 2.0
+in two halves costs a second round trip and about 60 us more of that thread (0.67-0.73 ms, two
 requests); under load the answer comes later and the spin lasts longer: at 2,300 tasks/s the
 thread used 0.16-0.24 of a core against 0.07-0.12 with 1 ms (session 24). A 1 ms linger saved
 that CPU but cost about a millisecond per acknowledgement and a fifth of ``bench peer``'s no-op

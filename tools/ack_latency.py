@@ -3,11 +3,12 @@
 The scheduler's group commit hands a sealed batch's state writes to its producer all at once and
 waits for the broker's acknowledgement before the batch's outputs leave
 (``streams/outbound.py``). This sends ``--records`` records to one partition, waits for every
-delivery report (blocking in ``poll``, not spinning: ``WAIT_S``), pauses 2 ms, and again, ``--rounds`` times for each linger, with the
-scheduler's producer settings otherwise. It prints the acknowledgement's percentiles, the
-produce requests librdkafka sent per round and the CPU its sending threads used per round: what a
-linger saves in requests and CPU and costs in time (docs/benchmarks/throughput.md, "Session 19",
-"Session 24" and "Session 25", whose numbers replace the earlier two's).
+delivery report (blocking in ``poll``, not spinning: ``WAIT_S``), pauses 2 ms, and again,
+``--rounds`` times for each linger, with the scheduler's producer settings otherwise. It prints
+the acknowledgement's percentiles, the produce requests librdkafka sent per round and the CPU its
+sending threads used per round: what a linger saves in requests and CPU and costs in time
+(docs/benchmarks/throughput.md, "Session 19", "Session 24" and "Session 25", whose numbers
+replace the earlier two's).
 
 Usage (from the repository root, with the broker running: ``.venv/bin/shunter broker start``)::
 
@@ -38,8 +39,9 @@ WAIT_S = 0.05
 there. Not less than a millisecond: confluent-kafka rounds the timeout down to whole
 milliseconds, so the ``poll(0.0001)`` this tool had until session 25 never blocked, and its
 thread spun on one of the two cores the producer's own thread and the broker needed. That
-spinning, not the producer, made most of the tails and the split requests it reported in
-sessions 19 and 24 (docs/benchmarks/throughput.md, "Session 25")."""
+spinning, not the producer, made most of the tails it reported in sessions 19 and 24, and most
+of the rounds it found sent as more than one request (docs/benchmarks/throughput.md, "Session
+25")."""
 
 
 def measure(settings: Settings, topic: str, linger_ms: float, records: int, rounds: int,
