@@ -86,10 +86,11 @@ flight at five less the *messages* in flight, ``RD_KAFKA_IDEMP_MAX_INFLIGHT - ms
 after it has set its wake-up time to the records' age plus the linger: with five records in
 flight nothing more goes until the answer, and with no linger the wake-up is now; librdkafka's
 open pull request #4989 reports the same, one request at a time per partition; its protocol log
-shows it in the 2.16.0 this project runs, session 25.) A round queued in two halves goes as two
+shows it in the 2.16.0 installed here, session 25.) A round queued in two halves goes as two
 requests, the second (when the first carries five records or more) only once the first is
-answered, and costs about 60 us more of that thread; under load the answer comes later and the spin lasts longer: at 2,300 tasks/s the
-thread used 0.16-0.24 of a core against 0.07-0.12 with 1 ms (session 24). A 1 ms linger saved
+answered, and costs about 60 us more of that thread; under load the answer comes later and the
+spin lasts longer: at 2,300 tasks/s the thread used 0.16-0.24 of a core against 0.07-0.12 with
+1 ms (session 24). A 1 ms linger saved
 that CPU but cost about a millisecond per acknowledgement and a fifth of ``bench peer``'s no-op
 dispatch (308-384 tasks/s against 388-486 with none, sessions 23 and 24), with no lower p99
 shown (session 24): not kept."""
