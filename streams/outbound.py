@@ -90,10 +90,9 @@ shows it in the 2.16.0 installed here, session 25.) A round queued in two halves
 requests, the second (when the first carries five records or more) only once the first is
 answered, and costs about 60 us more of that thread; under load the answer comes later and the
 spin lasts longer: at 2,300 tasks/s the thread used 0.16-0.24 of a core against 0.07-0.12 with
-1 ms (session 24). A 1 ms linger saved
-that CPU but cost about a millisecond per acknowledgement and a fifth of ``bench peer``'s no-op
-dispatch (308-384 tasks/s against 388-486 with none, sessions 23 and 24), with no lower p99
-shown (session 24): not kept."""
+1 ms (session 24). A 1 ms linger saved that CPU but cost about a millisecond per acknowledgement
+and a fifth of ``bench peer``'s no-op dispatch (308-384 tasks/s against 388-486 with none,
+sessions 23 and 24), with no lower p99 shown (session 24): not kept."""
 
 
 def outbound_config(settings: Settings, linger_ms: float = LINGER_MS, **extra: Any) -> dict[str, Any]:

@@ -126,7 +126,8 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=15, help="records per round, all to one partition")
     parser.add_argument("--rounds", type=int, default=1000)
     parser.add_argument("--split", action="store_true",
-                        help="queue each round in two halves, 0.3 ms apart (the sending thread wakes between them)")
+                        help=f"queue each round in two halves, {SPLIT_PAUSE_S * 1000:g} ms apart "
+                             "(the sending thread wakes between them)")
     args = parser.parse_args()
     settings = Settings.from_env()
     topic = f"ack-latency-{uuid.uuid4().hex[:6]}"
