@@ -48,7 +48,7 @@ from shunter.streams.app import (CHANGELOG_PARTITION, ChangelogWrite, SchedulerT
                                  control_topics, task_lane_topics)
 from shunter.streams.codec import CODEC
 from shunter.streams.errors import CodecError
-from shunter.streams.outbound import Offsets, Outbound
+from shunter.streams.outbound import POLL_S, Offsets, Outbound
 from shunter.streams.reader import PolicyFeed
 from shunter.streams.settings import Settings
 from shunter.streams.topics import TopicNames, worker_partition
@@ -72,6 +72,8 @@ WATCHDOG_S = float(os.environ.get("SHUNTER_WATCHDOG_S", "60"))
 """Exit when input waits and no event was handled for this long (0: off; ``agents/watchdog.py``)."""
 SEND_QUEUE = 2000
 """Batches of outputs waiting for their state to be durable; the agent waits when this many are queued."""
+FLUSH_S = 60.0
+"""How long ``Scheduler.flush`` waits for the broker's acknowledgements (a rebalance, a stop)."""
 BATCH_EVENTS = 128
 BATCH_BYTES = 256 * 1024
 """A cell's open batch is sealed at once, even while the previous one is in flight, when it holds
@@ -163,7 +165,7 @@ class Scheduler:
         self.feed = policy_feed
         self.cells: dict[str, Cell] = {}
         self.cell_partition: dict[str, int] = {}
-        self._status_partitions: dict[str, int] = {}
+        self._output_partitions: dict[str, int] = {}
         self.snapshot_version: dict[str, int] = {}
         self.timing = CellTiming(lease_s=settings.lease_s, heartbeat_timeout_s=settings.heartbeat_timeout_s)
         self._policy: PolicyDocument = default_policy()
@@ -173,6 +175,9 @@ class Scheduler:
         for and when it was queued (bounded by ``SEND_QUEUE``: the agent waits before handling
         more). ``_release`` sends them from the head as those writes are acknowledged."""
         self._outbound: Outbound | None = None
+        self._flight: asyncio.Future[Offsets] | None = None
+        """The outputs handed to the producer last, until the broker has acknowledged them all
+        (``_release``)."""
         self._topic_names: dict[str, str] = {}
         self.open: dict[str, Batch] = {}
         """Per cell, the batch events join until it is sealed (``_try_seal``)."""
@@ -396,12 +401,12 @@ class Scheduler:
                         worker_partition(a["worker_id"], parts)))
         latest = {s["task_id"]: s for s in fx.statuses}  # a compacted topic keeps only the last one anyway
         if latest:
-            where = self._status_partition(cell.name)
+            where = self._output_partition(cell.name)
             for s in latest.values():
                 out.append(("task_status", s["task_id"].encode(), CODEC.encode("TaskStatus", s), where))
         self.recent_audit.extend(fx.audits)
         for r in fx.audits:
-            out.append(("audit", r["cell"].encode(), CODEC.encode("AuditRecord", r), None))
+            out.append(("audit", r["cell"].encode(), CODEC.encode("AuditRecord", r), self._output_partition(r["cell"])))
         for r in fx.scaling:
             out.append(("scaling", r["cell"].encode(), CODEC.encode("ScaleRecommendation", r), None))
         for refused, reason in fx.deadletters:
@@ -514,15 +519,17 @@ class Scheduler:
         if self.sealed.get(name) is batch.durable:
             self._try_seal(name, at_once=True)
 
-    def _status_partition(self, cell: str) -> int:
-        """The task-status partition of every task of ``cell``: the cell's own (its input
-        partition), not the task id's. librdkafka sends one produce request per partition, so a
-        batch's statuses spread over every partition by task id cost the broker one request each;
-        on the cell's partition they cost one (docs/decisions.md). The key stays the task id, so
-        compaction still keeps each task's latest status: a task never changes cell."""
-        found = self._status_partitions.get(cell)
+    def _output_partition(self, cell: str) -> int:
+        """The partition of ``cell``'s task statuses and audit records: the cell's own (its input
+        partition). librdkafka sends one produce request per partition, so a batch's statuses
+        spread over every partition by task id cost the broker one request each; on the cell's
+        partition they cost one (docs/decisions.md). A status's key stays the task id, so
+        compaction still keeps each task's latest status: a task never changes cell. An audit
+        record's key is the cell, so this is the partition librdkafka's partitioner would choose;
+        given here, a batch's audit records are queued with one call (``Outbound.send``)."""
+        found = self._output_partitions.get(cell)
         if found is None:
-            found = self._status_partitions[cell] = input_partition(cell, self.settings.partitions)
+            found = self._output_partitions[cell] = input_partition(cell, self.settings.partitions)
         return found
 
     def _slot(self, cell: str, n: int) -> str:
@@ -568,7 +575,7 @@ class Scheduler:
             rec = cell.tasks.get(tid)
             if rec is not None:
                 out.append(("task_status", tid.encode(), CODEC.encode("TaskStatus", rec.to_status()),
-                            self._status_partition(cell.name)))
+                            self._output_partition(cell.name)))
         # Tracked under the oldest entry's number: no entry of the ring is overwritten before the
         # re-sent outputs are acknowledged (the ring is full while that number is in flight).
         self.inflight[cell.name].add(entries[0]["n"])
@@ -585,17 +592,31 @@ class Scheduler:
     def _release(self) -> None:
         """The ordered sender: hand the outputs at the head of the queue to the producer while the
         state they follow is acknowledged. Called when outputs are queued, when a batch's state
-        is acknowledged (``_durable``), and when ``handle`` read acknowledgements between two
-        events, so they leave in the same turn of the event loop."""
-        while self.sendq:
-            staged, state, _ = self.sendq[0]
-            if state is not None and not state.done():
+        is acknowledged (``_durable``), when a round of outputs is acknowledged (``_landed``),
+        and when ``handle`` read acknowledgements between two events, so they leave in the same
+        turn of the event loop.
+
+        One round of outputs in flight at a time: the outputs whose state was acknowledged while
+        a round was in flight leave together once it is acknowledged, each partition's records
+        queued at once (``Outbound.send``). Queued behind a round in flight, they would keep the
+        idempotent producer's thread polling without sleeping until its answer
+        (``streams.outbound.IDEMPOTENT_CAP``). The wait is short: a round leaves as its batch's
+        state is acknowledged, before the next batch's state is sealed and sent on the same
+        connection, so it is usually acknowledged first."""
+        while self._flight is None or self._flight.done():
+            flight: list[Staged] = []
+            while self.sendq:
+                staged, state, _ = self.sendq[0]
+                if state is not None and not state.done():
+                    break
+                self.sendq.popleft()
+                if state is not None and (state.cancelled() or state.exception() is not None):
+                    # Crash-only: nothing of this batch may leave; the next owner reads its input again.
+                    _exit("a state write failed (%s)", "cancelled" if state.cancelled() else state.exception())
+                flight.append(staged)
+            if not flight:
                 break
-            self.sendq.popleft()
-            if state is not None and (state.cancelled() or state.exception() is not None):
-                # Crash-only: nothing of this batch may leave; the next owner reads its input again.
-                _exit("a state write failed (%s)", "cancelled" if state.cancelled() else state.exception())
-            self._send(staged)
+            self._fly(flight)
         self._room.set()
         metrics.OUTPUT_BACKLOG.set(len(self.sendq))
 
@@ -613,29 +634,47 @@ class Scheduler:
                 self.sealed.pop(name, None)  # seal now, in flight or not
                 self._try_seal(name, at_once=True)
 
-    def _send(self, staged: Staged) -> None:
-        sent = self.outbound.send([(self._topic_name(topic), key, value, partition)
-                                   for topic, key, value, partition in staged.outputs])
-        if staged.n is None:
-            if staged.delivered is not None:
-                if sent.done():
-                    self._dead_letter_delivered(staged, sent)
-                else:
-                    sent.add_done_callback(lambda f: _crash_only("recording a delivered dead letter",
-                                                                 self._dead_letter_delivered, staged, f))
-            return
+    def _fly(self, flight: list[Staged]) -> None:
+        """Hand a round of outputs to the producer, in the order they were queued."""
+        sent = self._flight = self.outbound.send([(self._topic_name(topic), key, value, partition)
+                                                  for staged in flight for topic, key, value, partition in staged.outputs])
         if sent.done():
-            self._mark_delivered(staged, sent)
+            self._landed(flight, sent)
         else:
-            sent.add_done_callback(lambda f: _crash_only("recording delivered outputs", self._mark_delivered, staged, f))
+            sent.add_done_callback(lambda f: _crash_only("recording delivered outputs", self._landed, flight, f))
+
+    def _landed(self, flight: list[Staged], sent: asyncio.Future[Any]) -> None:
+        """A round of outputs is acknowledged (or failed: the scheduler exits)."""
+        for staged in flight:
+            if staged.n is None:
+                self._dead_letter_delivered(staged, sent)
+            else:
+                self._mark_delivered(staged, sent)
+        self._release()
 
     async def flush(self) -> None:
-        """Wait until the broker acknowledged everything handed to the producer."""
-        if self._outbound is not None:
-            left = await self._outbound.flush()
+        """Wait until the broker acknowledged everything handed to the producer, and what is
+        handed over as that is acknowledged: the outputs that state held back, and the next round
+        of outputs (``_release``)."""
+        if self._outbound is None:
+            return
+        deadline = time.monotonic() + FLUSH_S
+        while True:
+            left = await self._outbound.flush(max(0.0, deadline - time.monotonic()))
             await asyncio.sleep(0)  # the last acknowledgements' callbacks: their input is acknowledged
-            if left:
-                log.error("%d state write(s) or output(s) were not acknowledged in time", left)
+            more = self._handing_over()
+            if left or not more or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(POLL_S)
+        if left or more:
+            log.error("%d state write(s) or output(s) were not acknowledged in time%s", left,
+                      "; more were waiting to be handed over" if more else "")
+
+    def _handing_over(self) -> bool:
+        """Whether anything is still to be handed to the producer once what it holds is acknowledged."""
+        if self._flight is not None and not self._flight.done():
+            return True
+        return any(state is None or state.done() for _, state, _ in self.sendq)
 
     def _topic_name(self, attr: str) -> str:
         """The name of the topic an output goes to (``Output`` names the attribute of SchedulerTopics)."""

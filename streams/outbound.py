@@ -45,6 +45,9 @@ SERVE_GAP_S = 0.0005
 """``serve`` polls at most this often: a poll releases the GIL, and events come far more often."""
 FULL_WAIT_S = 0.001
 """How long ``send`` waits for room when librdkafka's local queue is full (it never drops a record)."""
+QUEUE_MAX = 1_000_000
+"""librdkafka's local queue, in messages (``queue.buffering.max.messages``): ``send`` waits for
+room for a whole hand-over before queueing any of it, so none of it is refused half-way."""
 
 
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
@@ -79,20 +82,35 @@ sleeps in milliseconds, rounded up. A round of 15 records to one partition on an
 (``tools/ack_latency.py``) was acknowledged after 0.34-0.50 ms at the p50 (0.75-1.03 at the p99)
 with no linger against 1.53-1.77 ms with 1 ms (docs/benchmarks/throughput.md, "Session 25").
 
-What it costs: the thread may wake before a batch's last record to a partition is queued, and
-then an idempotent producer holds that partition's later records until the request in flight
-is answered, polling without sleeping meanwhile. (librdkafka caps a partition's requests in
-flight at five less the *messages* in flight, ``RD_KAFKA_IDEMP_MAX_INFLIGHT - msgs_inflight``,
-after it has set its wake-up time to the records' age plus the linger: with five records in
-flight nothing more goes until the answer, and with no linger the wake-up is now; librdkafka's
-open pull request #4989 reports the same, one request at a time per partition; its protocol log
-shows it in the 2.16.0 installed here, session 25.) A round queued in two halves goes as two
-requests, the second (when the first carries five records or more) only once the first is
-answered, and costs about 60 us more of that thread; under load the answer comes later and the
-spin lasts longer: at 2,300 tasks/s the thread used 0.16-0.24 of a core against 0.07-0.12 with
-1 ms (session 24). A 1 ms linger saved that CPU but cost about a millisecond per acknowledgement
-and a fifth of ``bench peer``'s no-op dispatch (308-384 tasks/s against 388-486 with none,
-sessions 23 and 24), with no lower p99 shown (session 24): not kept."""
+What it costs: with no linger the sending thread wakes at the first record of a hand-over and
+sends what it finds queued, and an idempotent producer holds a partition's later records behind
+that request (``IDEMPOTENT_CAP``). A 1 ms linger saved that thread's CPU but cost about a
+millisecond per acknowledgement and a fifth of ``bench peer``'s no-op dispatch (308-384 tasks/s
+against 388-486 with none, sessions 23 and 24), with no lower p99 shown (session 24): not kept."""
+
+IDEMPOTENT_CAP = 5
+"""librdkafka's ``RD_KAFKA_IDEMP_MAX_INFLIGHT``, and why the scheduler avoids queueing records to
+a partition behind a request in flight.
+
+An idempotent producer allows a partition this many requests in flight less its *messages* in
+flight (``rd_kafka_toppar_producer_serve`` in librdkafka's ``rdkafka_broker.c``; its open pull
+request #4989), after it has set its next wake-up to the queued records' age plus the linger.
+So once a request carrying five records or more is in flight, the partition's later records
+wait for its answer, and with no linger the wake-up is already due: the sending thread polls its
+sockets without sleeping until the broker answers.
+
+So ``Outbound.send`` queues each partition's records with one call, and the scheduler keeps one
+round of outputs in flight at a time (``Scheduler._release``); a cell's state is one batch in
+flight already (group commit). Measured at a fixed 3,000 tasks/s, six alternating pairs
+(docs/benchmarks/throughput.md, "Session 26"): the scheduler's threads named ``rdk:broker1``
+(nearly all of it the producer's) used 0.09-0.14 of a core against 0.21-0.27 when each batch's
+outputs were queued as soon as its state was acknowledged, one call per record, and the probe's
+p99 was lower in five pairs of six. Counted with ``perf stat`` in single runs, the producer's
+thread made about 180,000 system calls a second before, nearly all of them polls, and 42,000-
+65,000 polls a second after: what is left is a partition's records split between two requests
+all the same (a producer that is not idempotent, measured for comparison: 0.06-0.08 of a core). Idempotence itself is kept: it is
+what keeps a partition's records in order and unduplicated across retries (a task's statuses,
+a cell's audit chain)."""
 
 
 def outbound_config(settings: Settings, linger_ms: float = LINGER_MS, **extra: Any) -> dict[str, Any]:
@@ -101,7 +119,7 @@ def outbound_config(settings: Settings, linger_ms: float = LINGER_MS, **extra: A
     thread wakes in the middle of queueing them (``LINGER_MS``). Nagle off: on loopback it held
     small requests back for tens of milliseconds."""
     return producer_config(settings, **{
-        "linger.ms": linger_ms, "batch.size": 512 * 1024, "queue.buffering.max.messages": 1_000_000,
+        "linger.ms": linger_ms, "batch.size": 512 * 1024, "queue.buffering.max.messages": QUEUE_MAX,
         "socket.nagle.disable": True, **extra})
 
 
@@ -162,24 +180,38 @@ class Outbound:
         return 0
 
     def send(self, records: Sequence[Record]) -> asyncio.Future[Offsets]:
-        """Queue ``records`` in order; the future resolves once the broker acknowledged them all."""
+        """Queue ``records``; the future resolves once the broker acknowledged them all.
+
+        Each partition's records are queued in their order with one call (``produce_batch``),
+        the partitions in the order of their first record. With no linger, librdkafka's sending
+        thread wakes at a partition's first record and sends what it finds queued; one call,
+        rather than one per record interleaved with the other partitions', leaves it less of a
+        partition's records to find missing, which would wait behind that request
+        (``IDEMPOTENT_CAP``)."""
         future: asyncio.Future[Offsets] = asyncio.get_running_loop().create_future()
         if not records:
             future.set_result({})
             return future
         report = _Delivery(future, len(records))
-        produce = self.producer.produce
+        runs: dict[tuple[str, int | None], list[dict[str, Any]]] = {}
         for topic, key, value, partition in records:
-            while True:
-                try:
-                    if partition is None:
-                        produce(topic, value, key, on_delivery=report)
-                    else:
-                        produce(topic, value, key, partition, on_delivery=report)
-                    break
-                except BufferError:
-                    # The local queue is full: wait for the broker (reports served here too).
-                    self.producer.poll(FULL_WAIT_S)
+            run = runs.get((topic, partition))
+            if run is None:
+                run = runs[(topic, partition)] = []
+            run.append({"key": key, "value": value})
+        while len(self.producer) and len(self.producer) + len(records) > QUEUE_MAX:
+            # No room for them all in the local queue: wait for the broker (reports served here too).
+            self.producer.poll(FULL_WAIT_S)
+        produce = self.producer.produce_batch
+        for (topic, partition), messages in runs.items():
+            if partition is None:
+                produce(topic, messages, on_delivery=report)
+            else:
+                produce(topic, messages, partition=partition, on_delivery=report)
+            for m in messages:
+                err = m.get("_error")
+                if err is not None:  # refused, not queued (too large, say): reported as failed
+                    report(err, None)
         self._busy.set()
         return future
 

@@ -116,7 +116,7 @@ def changelog_topics(settings: Settings) -> list[str]:
     return [changelog_topic(settings, t) for t in SCHEDULER_TABLES]
 
 
-PLACED_BY_NUMBER: Final = ("assignments", "task-status")
+PLACED_BY_NUMBER: Final = ("assignments", "task-status", "audit")
 """Output topics the scheduler writes to a partition it computes from ``SHUNTER_PARTITIONS`` (a
 worker's, a cell's), beside the cell-keyed inputs and the changelogs, which must share the
 inputs' count."""

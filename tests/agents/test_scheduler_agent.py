@@ -50,7 +50,7 @@ class FakeOutbound:
     def serve(self) -> None:
         """Acknowledgements come when the test says so."""
 
-    async def flush(self) -> int:
+    async def flush(self, timeout: float = 60.0) -> int:
         return 0
 
     def send(self, records):
@@ -122,6 +122,8 @@ def test_assignment_goes_to_the_workers_own_partition_with_audit_and_status(harn
         "keyed by task, on the cell's own partition: a batch's statuses in one produce request"
     (audit,) = harness.sent["audit"]
     assert audit["record"]["action"] == "assign" and audit["record"]["seq"] == 1
+    assert (audit["key"], audit["partition"]) == (b"c1", cell_partition("c1", 3)), \
+        "keyed by cell, on the partition the partitioner would choose, given: one call per batch"
     assert harness.tables.tasks["t1"]["state"] == "assigned"
     assert harness.tables.tasks["t1"]["worker_id"] == "w1" and "running" not in harness.tables.workers["w1"]
     (entry,) = [v for k, v in harness.tables.cells.items() if "#outbox#" in k]
@@ -372,3 +374,103 @@ def test_cells_recovered_but_not_loaded_are_ticked_and_the_table_is_scanned_once
     ticked.clear()
     asyncio.run(s.tick_all())
     assert sorted(ticked) == [b"c8", b"c9"]
+
+
+def critical(task_id: str) -> bytes:
+    return CODEC.encode("TaskSubmitted", {"task_id": task_id, "tenant": "acme", "cell": "c1", "task_type": "x",
+                                          "priority": "critical", "resources": {}, "payload": b"p",
+                                          "submitted_at_ms": now_ms()})
+
+
+class HeldOutbound(FakeOutbound):
+    """Like ``FakeOutbound``, but outputs too are acknowledged only when the test says so
+    (``acknowledge``); ``flush`` acknowledges everything handed over so far, as a broker would."""
+
+    def __init__(self, harness: "Harness") -> None:
+        super().__init__(harness)
+        self.rounds: list[tuple[list[str], asyncio.Future]] = []
+        """Each hand-over of outputs: its topics, in order, and its future."""
+
+    def send(self, records):
+        fut = super().send(records)
+        if fut.done() and records:  # outputs: held until acknowledged
+            fut = asyncio.get_running_loop().create_future()
+            self.rounds.append(([topic for topic, *_ in records], fut))
+        return fut
+
+    def acknowledge(self) -> None:
+        for _, fut in self.rounds:
+            if not fut.done():
+                fut.set_result({})
+
+    async def flush(self, timeout: float = 60.0) -> int:
+        self.harness.acknowledge_state()
+        self.acknowledge()
+        return 0
+
+
+def _control(harness: Harness, topic: str, offset: int, value: bytes):
+    from shunter.agents.control import ControlEvent, ControlMessage
+    return ControlEvent(ControlMessage(topic, 0, offset, time.time()), b"c1", value)
+
+
+def test_one_round_of_outputs_is_in_flight_at_a_time(harness):
+    """Outputs whose state is acknowledged while a round of outputs is in flight leave together
+    once that round is acknowledged, never queued behind it in the producer
+    (``streams.outbound.IDEMPOTENT_CAP``), and in the order their state was written."""
+    from shunter.streams.topics import TopicNames
+
+    s, names = harness.scheduler, TopicNames(harness.settings)
+    s.wait_for_state = True
+    out = HeldOutbound(harness)
+    s.outbound = out
+
+    async def decide(offset: int, task_id: str) -> None:
+        await s.handle(_control(harness, names.tasks, offset, submitted(task_id)))
+        await asyncio.sleep(0)  # sealed at the end of the turn
+        harness.acknowledge_state()
+        await asyncio.sleep(0)
+
+    async def go() -> None:
+        await s.handle(_control(harness, names.heartbeats, 0, heartbeat("w1", slots=8)))
+        await asyncio.sleep(0)
+        harness.acknowledge_state()
+        await asyncio.sleep(0)
+        await decide(1, "t0")
+        assert [a["record"]["task_id"] for a in harness.sent["assignments"]] == ["t0"]
+        await decide(2, "t1")
+        await decide(3, "t2")
+        assert len(out.rounds) == 1 and [a["record"]["task_id"] for a in harness.sent["assignments"]] == ["t0"], \
+            "t1's and t2's state is acknowledged, but t0's round of outputs is still in flight"
+        out.acknowledge()
+        await asyncio.sleep(0)
+        assert len(out.rounds) == 2, "then both leave, as one round"
+        assert [a["record"]["task_id"] for a in harness.sent["assignments"]] == ["t0", "t1", "t2"]
+        assert out.rounds[1][0].count(f"{harness.settings.app_id}-state-changelog") == 0
+        out.acknowledge()
+        await asyncio.sleep(0)
+        assert not s.sendq and not any(s.inflight.values()), "every outbox entry delivered"
+    asyncio.run(go())
+
+
+def test_flush_waits_for_what_is_handed_over_as_earlier_writes_are_acknowledged(harness):
+    """A rebalance flushes before the cells go: a cell's held state writes and the outputs queued
+    behind them are handed over and acknowledged before ``flush`` returns, never after."""
+    from shunter.streams.topics import TopicNames
+
+    s, names = harness.scheduler, TopicNames(harness.settings)
+    s.wait_for_state = True
+    out = HeldOutbound(harness)
+    s.outbound = out
+
+    async def go() -> None:
+        await s.handle(_control(harness, names.heartbeats, 0, heartbeat("w1", slots=8)))
+        await asyncio.sleep(0)
+        await s.handle(_control(harness, names.tasks, 1, critical("t1")))
+        await asyncio.sleep(0)
+        await s.flush()
+        assert all(f.done() for *_, f in harness.state_writes), "both batches' state acknowledged"
+        assert [a["record"]["task_id"] for a in harness.sent["assignments"]] == ["t1"]
+        assert out.rounds and all(f.done() for _, f in out.rounds), "and the outputs behind them"
+        assert not s.sendq
+    asyncio.run(go())

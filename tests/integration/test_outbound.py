@@ -52,21 +52,59 @@ def test_a_batch_resolves_once_acknowledged_with_its_last_offsets_in_order(setti
         assert r.partition() == choose(r.key(), [0, 1], [0, 1]), "murmur2, as aiokafka and Java choose"
 
 
-def test_a_write_the_broker_refuses_fails_the_batch(settings):
-    async def go() -> BaseException | None:
-        out = Outbound(settings, **{"message.timeout.ms": 3000})
+def test_interleaved_partitions_keep_their_order_and_tombstones_go_through(settings):
+    """``send`` queues each partition's records with one call: records of several partitions
+    interleaved keep their order within each partition, and a record without a value (a
+    table's tombstone) or without a key is written as it is (not on a compacted topic, where
+    the broker requires a key)."""
+    topic = TopicNames(settings).assignments
+
+    async def go() -> dict:
+        out = Outbound(settings)
         runner = asyncio.create_task(out.run())
         try:
-            fut = out.send([(TopicNames(settings).task_status, b"k", b"v", 7)])  # no partition 7
+            records = [(topic, f"k{i}".encode(), f"v{i}".encode(), i % 2) for i in range(10)]
+            records += [(topic, b"gone", None, 0), (topic, None, b"anonymous", 1)]
+            return await asyncio.wait_for(out.send(records), 30)
+        finally:
+            runner.cancel()
+
+    offsets = asyncio.run(go())
+    assert set(offsets) == {(topic, 0), (topic, 1)}
+    on = {p: [(r.key(), r.value()) for r in read_topic(settings, topic) if r.partition() == p] for p in (0, 1)}
+    assert on[0] == [(f"k{i}".encode(), f"v{i}".encode()) for i in range(0, 10, 2)] + [(b"gone", None)]
+    assert on[1] == [(f"k{i}".encode(), f"v{i}".encode()) for i in range(1, 10, 2)] + [(None, b"anonymous")]
+
+
+def _failure(settings, records, **extra) -> BaseException | None:
+    """What the future of ``records`` handed to a fresh ``Outbound`` fails with (None: it did not)."""
+    async def go() -> BaseException | None:
+        out = Outbound(settings, **extra)
+        runner = asyncio.create_task(out.run())
+        try:
             try:
-                await asyncio.wait_for(fut, 30)
+                await asyncio.wait_for(out.send(records), 30)
             except Exception as exc:  # noqa: BLE001
                 return exc
             return None
         finally:
             runner.cancel()
 
-    failed = asyncio.run(go())
+    return asyncio.run(go())
+
+
+def test_a_record_refused_before_it_is_queued_fails_the_batch(settings):
+    """A record librdkafka refuses outright (larger than ``message.max.bytes``) is reported as a
+    failure of its batch, as one the broker refuses is: the batch's future never resolves as
+    acknowledged."""
+    topic = TopicNames(settings).task_status
+    failed = _failure(settings, [(topic, b"k", b"small", 0), (topic, b"k", b"x" * 2_000_000, 0)])
+    assert isinstance(failed, KafkaException), f"a refused record fails its batch's future, got {failed!r}"
+
+
+def test_a_write_the_broker_refuses_fails_the_batch(settings):
+    failed = _failure(settings, [(TopicNames(settings).task_status, b"k", b"v", 7)],  # no partition 7
+                      **{"message.timeout.ms": 3000})
     assert isinstance(failed, KafkaException), f"an undeliverable record fails its batch's future, got {failed!r}"
 
 
