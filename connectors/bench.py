@@ -47,8 +47,10 @@ from shunter.streams.topics import TopicNames, cells_on_distinct_partitions, cre
 
 
 WARM_UP_TASKS = 20_000
-"""Tasks of the unmeasured round run first when a run starts the broker itself (``_start_broker``):
-with the processes' start and the probe, 21-24 s of load here."""
+"""Tasks of each unmeasured round run first when a run starts the broker itself (``_start_broker``):
+with the processes' start and the probe, 17-24 s of load here."""
+WARM_UP_S = 60.0
+"""Unmeasured rounds run until this much load has passed since the broker started (at least one)."""
 STALL_S = 60.0
 """A bench gives up when nothing new arrived for this long (it was 600 s of silence before)."""
 PACE_S = 0.002
@@ -392,8 +394,9 @@ def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callabl
 
 
 def _start_broker(round_: Callable[[], object], say: Callable[[str], None]) -> float | None:
-    """Start the local broker unless it runs. If this started it, run ``round_`` once, unmeasured,
-    and return how long it took (None: the broker was running).
+    """Start the local broker unless it runs. If this started it, run ``round_``, unmeasured, until
+    ``WARM_UP_S`` of load have passed (at least once), and return how long that took (None: the
+    broker was running).
 
     A fresh broker spends its first minute or so of load compiling its hot paths (its JIT threads
     at 0.2-0.5 of a core here, against 0.3-0.4 of a core for all of its work once warm), and a
@@ -405,13 +408,15 @@ def _start_broker(round_: Callable[[], object], say: Callable[[str], None]) -> f
     if broker.status()["running"]:
         return None
     broker.start()
-    say(f"the broker has just started: one unmeasured round of up to {WARM_UP_TASKS} tasks first, while "
-        "its JIT compiles its hot paths")
+    say(f"the broker has just started: unmeasured rounds of up to {WARM_UP_TASKS} tasks first, for at least "
+        f"{WARM_UP_S:.0f}s, while its JIT compiles its hot paths")
     began = time.monotonic()
-    round_()
-    took = time.monotonic() - began
-    say(f"warm-up done in {took:.0f}s")
-    return round(took, 1)
+    rounds = 0
+    while not rounds or time.monotonic() - began < WARM_UP_S:
+        round_()
+        rounds += 1
+        say(f"warm-up round {rounds} done, {time.monotonic() - began:.0f}s of load so far")
+    return round(time.monotonic() - began, 1)
 
 
 def write_probe(path: str, rows: Sequence[tuple[str, float, int, int]]) -> None:

@@ -133,16 +133,25 @@ class _Broker:
 
 
 @pytest.mark.parametrize("running", [False, True])
-def test_a_bench_that_starts_the_broker_runs_one_unmeasured_round_first(monkeypatch, running):
+def test_a_bench_that_starts_the_broker_runs_unmeasured_rounds_for_a_minute_first(monkeypatch, running):
     from shunter.connectors import bench
 
     broker = _Broker(running)
     monkeypatch.setattr(bench, "LocalBroker", lambda: broker)
+    clock = [1000.0]
+    monkeypatch.setattr(bench.time, "monotonic", lambda: clock[0])
     rounds: list[int] = []
     said: list[str] = []
-    took = bench._start_broker(lambda: rounds.append(1), said.append)
+
+    def round_() -> None:  # each round: 25 s of load
+        rounds.append(1)
+        clock[0] += 25.0
+
+    took = bench._start_broker(round_, said.append)
     if running:  # warm already: nothing started, nothing run, null in the JSON
         assert (took, rounds, broker.started, said) == (None, [], False, [])
     else:
-        assert broker.started and rounds == [1] and isinstance(took, float) and took >= 0
-        assert said[0].startswith("the broker has just started") and said[-1].startswith("warm-up done")
+        assert bench.WARM_UP_S == 60.0
+        assert broker.started and len(rounds) == 3 and took == 75.0, "rounds until a minute of load has passed"
+        assert said[0].startswith("the broker has just started")
+        assert said[1:] == [f"warm-up round {i} done, {25 * i}s of load so far" for i in (1, 2, 3)]
