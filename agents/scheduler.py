@@ -598,7 +598,7 @@ class Scheduler:
 
         One round of outputs in flight at a time: the outputs whose state was acknowledged while
         a round was in flight leave together once it is acknowledged, each partition's records
-        queued at once (``Outbound.send``). Queued behind a round in flight, they would keep the
+        queued with one call (``Outbound.send``). Queued behind a round in flight, they would keep the
         idempotent producer's thread polling without sleeping until its answer
         (``streams.outbound.IDEMPOTENT_CAP``). The wait is short: a round leaves as its batch's
         state is acknowledged, before the next batch's state is sealed and sent on the same
@@ -622,10 +622,11 @@ class Scheduler:
 
     def check_state_acks(self) -> None:
         """Crash-only if the batch at the head of the queue waited for its state longer than
-        ``SHUNTER_STATE_ACK_TIMEOUT_S``: the broker never acknowledged it, a supervisor restarts
-        the scheduler, the input is read again and nothing of that batch has left."""
+        ``SHUNTER_STATE_ACK_TIMEOUT_S``: the broker never acknowledged it (or the round of outputs
+        in flight ahead of it), a supervisor restarts the scheduler, the input is read again and
+        nothing of that batch has left."""
         if self.sendq and time.monotonic() - self.sendq[0][2] > self.state_ack_timeout_s:
-            _exit("state writes not acknowledged in %ss", self.state_ack_timeout_s)
+            _exit("state writes or a round of outputs not acknowledged in %ss", self.state_ack_timeout_s)
 
     async def drain(self) -> None:
         """Seal every open batch (tests)."""

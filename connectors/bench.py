@@ -403,8 +403,8 @@ def _start_broker(round_: Callable[[], object], say: Callable[[str], None]) -> f
     round measured then reports the broker's start, not the scheduler: the first fixed-rate round
     after a start had a p99 of 429 ms, the next four 33-132 ms (docs/benchmarks/throughput.md,
     "Session 20"). One round of 17-20 s did not cover that minute: ten fresh-broker runs with one
-    had p99s of 14.5-217.5 ms, at most 25 in two, eight with a minute 14.8-74.4 ms, at most 25 in
-    four ("Session 26"). A broker that has run for a while is warm; so is one given by
+    had p99s of 14.5-217.5 ms, at most 25 in two; thirteen with a minute 14.8-74.4 ms, at most 25
+    in four ("Session 26"). A broker that has run for a while is warm; so is one given by
     ``SHUNTER_BOOTSTRAP_SERVERS``, which is not touched."""
     broker = LocalBroker()
     if broker.status()["running"]:

@@ -185,10 +185,10 @@ class Outbound:
 
         Each partition's records are queued in their order with one call (``produce_batch``),
         the partitions in the order of their first record. With no linger, librdkafka's sending
-        thread wakes at a partition's first record and sends what it finds queued; one call,
-        rather than one per record interleaved with the other partitions', leaves it less of a
-        partition's records to find missing, which would wait behind that request
-        (``IDEMPOTENT_CAP``)."""
+        thread wakes at a partition's first record and sends what it finds queued; the records
+        it has not found yet wait behind that request (``IDEMPOTENT_CAP``). Queued with one call
+        per partition, rather than one per record interleaved with the other partitions', they
+        are more often all there when it looks (not always: the call is not atomic)."""
         future: asyncio.Future[Offsets] = asyncio.get_running_loop().create_future()
         if not records:
             future.set_result({})
