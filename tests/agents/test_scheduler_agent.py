@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from shunter.agents.control import ControlEvent, ControlMessage
 from shunter.agents.scheduler import Scheduler, install
 from shunter.streams.app import CHANGELOG_PARTITION, create_app
 from shunter.streams.codec import CODEC
@@ -25,15 +26,21 @@ def heartbeat(worker_id: str = "w1", slots: int = 1) -> bytes:
         "region": "local", "labels": [], "in_flight": [], "state": "active", "sent_at_ms": now_ms()})
 
 
-def submitted(task_id: str) -> bytes:
+def submitted(task_id: str, priority: str = "medium") -> bytes:
     return CODEC.encode("TaskSubmitted", {"task_id": task_id, "tenant": "acme", "cell": "c1", "task_type": "x",
-                                          "resources": {}, "payload": b"p", "submitted_at_ms": now_ms()})
+                                          "priority": priority, "resources": {}, "payload": b"p",
+                                          "submitted_at_ms": now_ms()})
 
 
 def completed(task_id: str, worker_id: str, epoch: int) -> bytes:
     return CODEC.encode("TaskCompleted", {"task_id": task_id, "worker_id": worker_id, "cell": "c1", "epoch": epoch,
                                           "status": "succeeded", "runtime_s": 0.2, "error": None,
                                           "finished_at_ms": now_ms()})
+
+
+def event(topic: str, offset: int, value: bytes) -> ControlEvent:
+    """An input as the control and task lanes hand it to ``Scheduler.handle``, for cell c1."""
+    return ControlEvent(ControlMessage(topic, 0, offset, time.time()), b"c1", value)
 
 
 class FakeOutbound:
@@ -248,14 +255,10 @@ def test_state_writes_are_encoded_as_faust_writes_its_changelogs(harness):
 def test_records_handed_over_in_one_turn_share_a_batch_when_nothing_is_in_flight(harness):
     """With nothing in flight a batch is sealed at the end of the event loop's turn, so the records
     of one fetch go out as one batch instead of the second waiting a round trip behind the first."""
-    from shunter.agents.control import ControlEvent, ControlMessage
     from shunter.streams.topics import TopicNames
 
     s, names = harness.scheduler, TopicNames(harness.settings)
     s.wait_for_state = True
-
-    def event(topic: str, offset: int, value: bytes) -> ControlEvent:
-        return ControlEvent(ControlMessage(topic, 0, offset, time.time()), b"c1", value)
 
     def outbox() -> list[dict]:
         return [v for k, v in harness.tables.cells.items() if "#outbox#" in k]
@@ -280,7 +283,6 @@ def test_records_handed_over_in_one_turn_share_a_batch_when_nothing_is_in_flight
 def test_outputs_leave_as_soon_as_an_acknowledgement_is_read_between_two_events(harness):
     """An acknowledgement read between two events of a turn sends the outputs its state was
     holding back at once; the open batch is still sealed only at the turn's end."""
-    from shunter.agents.control import ControlEvent, ControlMessage
     from shunter.streams.topics import TopicNames
 
     s, names = harness.scheduler, TopicNames(harness.settings)
@@ -294,9 +296,6 @@ def test_outputs_leave_as_soon_as_an_acknowledgement_is_read_between_two_events(
             return n
 
     s.outbound = Serving(harness)
-
-    def event(topic: str, offset: int, value: bytes) -> ControlEvent:
-        return ControlEvent(ControlMessage(topic, 0, offset, time.time()), b"c1", value)
 
     async def go() -> None:
         await s.handle(event(names.heartbeats, 0, heartbeat("w1", slots=8)))
@@ -376,12 +375,6 @@ def test_cells_recovered_but_not_loaded_are_ticked_and_the_table_is_scanned_once
     assert sorted(ticked) == [b"c8", b"c9"]
 
 
-def critical(task_id: str) -> bytes:
-    return CODEC.encode("TaskSubmitted", {"task_id": task_id, "tenant": "acme", "cell": "c1", "task_type": "x",
-                                          "priority": "critical", "resources": {}, "payload": b"p",
-                                          "submitted_at_ms": now_ms()})
-
-
 class HeldOutbound(FakeOutbound):
     """Like ``FakeOutbound``, but outputs too are acknowledged only when the test says so
     (``acknowledge``); ``flush`` acknowledges everything handed over so far, as a broker would."""
@@ -409,11 +402,6 @@ class HeldOutbound(FakeOutbound):
         return 0
 
 
-def _control(harness: Harness, topic: str, offset: int, value: bytes):
-    from shunter.agents.control import ControlEvent, ControlMessage
-    return ControlEvent(ControlMessage(topic, 0, offset, time.time()), b"c1", value)
-
-
 def test_one_round_of_outputs_is_in_flight_at_a_time(harness):
     """Outputs whose state is acknowledged while a round of outputs is in flight leave together
     once that round is acknowledged, never queued behind it in the producer
@@ -426,13 +414,13 @@ def test_one_round_of_outputs_is_in_flight_at_a_time(harness):
     s.outbound = out
 
     async def decide(offset: int, task_id: str) -> None:
-        await s.handle(_control(harness, names.tasks, offset, submitted(task_id)))
+        await s.handle(event(names.tasks, offset, submitted(task_id)))
         await asyncio.sleep(0)  # sealed at the end of the turn
         harness.acknowledge_state()
         await asyncio.sleep(0)
 
     async def go() -> None:
-        await s.handle(_control(harness, names.heartbeats, 0, heartbeat("w1", slots=8)))
+        await s.handle(event(names.heartbeats, 0, heartbeat("w1", slots=8)))
         await asyncio.sleep(0)
         harness.acknowledge_state()
         await asyncio.sleep(0)
@@ -466,9 +454,9 @@ def test_flush_waits_for_what_is_handed_over_as_earlier_writes_are_acknowledged(
     s.outbound = out
 
     async def go() -> None:
-        await s.handle(_control(harness, names.heartbeats, 0, heartbeat("w1", slots=8)))
+        await s.handle(event(names.heartbeats, 0, heartbeat("w1", slots=8)))
         await asyncio.sleep(0)
-        await s.handle(_control(harness, names.tasks, 1, critical("t1")))
+        await s.handle(event(names.tasks, 1, submitted("t1", priority="critical")))
         await asyncio.sleep(0)
         await s.flush()
         assert all(f.done() for *_, f in harness.state_writes), "both batches' state acknowledged"
