@@ -20,18 +20,23 @@ streaming ceiling measured in the same run (``shared/BENCHMARKS.md`` section 2).
    longer the fastest a reader of those topics can go. This one is: a consumer and a producer
    copying each message, the way the task lane reads and the scheduler writes, and nothing else.
 6. The run's topics are deleted (kept when it fails, for its logs' sake).
+
+Before each measured run and each probe, the local broker's heap is collected, so that none of
+them meets one of its collector's cycles by chance (``_collect_broker_heap``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import faust
@@ -282,6 +287,8 @@ def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callabl
     if schedulers == 1:
         say(f"pre-loading {tasks} tasks on {names.tasks} over {cells} cell(s)")
         load()
+    ours = None if base.external_broker else LocalBroker()
+    collected = _collect_broker_heap(ours)
     procs: list[subprocess.Popen[bytes]] = []
     try:
         say(f"starting {schedulers} scheduler process(es)")
@@ -317,6 +324,7 @@ def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callabl
         # probe submit 37,500 tasks for a 150-task run.
         n = max(20, min(int(target * latency_s), tasks))
         say(f"latency probe: {n} tasks at {target:.0f}/s")
+        collected = _collect_broker_heap(ours) and collected
         start = _ends(settings, names.assignments)
         cpu_before = _cpu_times()
         pids = [p.pid for p in procs]
@@ -355,10 +363,11 @@ def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callabl
     if ceilings:
         say("measuring the ceiling: a no-op Faust agent over the same messages, then its latency at "
             f"{target:.0f}/s")
-        ceiling, ceiling_sustained, floor = run_ceiling(settings, tasks, logdir, probe=(client, cell_names, target, n))
+        ceiling, ceiling_sustained, floor = run_ceiling(settings, tasks, logdir, probe=(client, cell_names, target, n),
+                                                        broker=ours)
         say("and the same through a no-op librdkafka copier (how the task lane reads)")
         lane, lane_sustained, lane_floor = run_ceiling(settings, tasks, logdir, probe=(client, cell_names, target, n),
-                                                       agent="noop-lane")
+                                                       agent="noop-lane", broker=ours)
     delete_run_topics(settings, say=say)
     return {
         "tasks": tasks, "tasks_per_s": round(rate, 1), "ceiling_per_s": round(ceiling, 1),
@@ -390,7 +399,32 @@ def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callabl
         # Seconds of an unmeasured round run first because this run started the broker (null:
         # it was running already, or is not Shunter's): see ``_start_broker``.
         "broker_warm_up_s": warm_up_s,
+        # Whether the local broker's heap was collected before each measured phase and probe
+        # (false: the broker was given, or no ``jcmd``): see ``_collect_broker_heap``.
+        "broker_heap_collected": collected,
     }
+
+
+def _collect_broker_heap(broker: LocalBroker | None) -> bool:
+    """Have the local broker's JVM collect its heap now, and wait until it has: before each
+    measured phase, as JMH's ``-gc true`` does between iterations. Under this load the broker's
+    collector runs a cycle about every 80-100 s, a few hundred milliseconds of one of the two
+    cores; a 5 s probe that meets one is a measure of that cycle (one probe in twelve in session
+    27, its p99 147 ms against 16-33 for the others, and its cycle in the broker's gc log at the
+    very moment), and a minute of warm-up leaves one due within the measured run. Collected
+    first, the next is a minute and more away. False, and nothing done, for a broker that is not
+    Shunter's local one (``broker`` None: ``SHUNTER_BOOTSTRAP_SERVERS``), one not running, or a
+    Java without the JDK's ``jcmd``."""
+    pid = broker.pid() if broker is not None else None
+    java = shutil.which("java")
+    jcmd = shutil.which("jcmd") or (str(Path(java).resolve().parent / "jcmd") if java else None)
+    if pid is None or jcmd is None or not os.access(jcmd, os.X_OK):
+        return False
+    try:
+        done = subprocess.run([jcmd, str(pid), "GC.run"], capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
 
 
 def _start_broker(round_: Callable[[], object], say: Callable[[str], None]) -> float | None:
@@ -491,10 +525,11 @@ Probe = tuple[ShunterClient, Sequence[str], float, int]
 
 
 def run_ceiling(settings: Settings, tasks: int, logdir: Any, probe: Probe | None = None,
-                agent: str = "noop-agent") -> tuple[float, float, list[float]]:
+                agent: str = "noop-agent", broker: LocalBroker | None = None) -> tuple[float, float, list[float]]:
     """(messages/s over the whole run, over its last third, and the latencies (ms) of ``probe``
     offered to the same agent afterwards) of the no-op ``agent``: ``noop-agent`` (Faust) or
-    ``noop-lane`` (librdkafka)."""
+    ``noop-lane`` (librdkafka). ``broker``: the local broker, whose heap is collected before the
+    run and before the probe, as for the scheduler's (``_collect_broker_heap``)."""
     out_topic = f"{settings.topic_prefix}{agent}-out"
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -506,6 +541,7 @@ def run_ceiling(settings: Settings, tasks: int, logdir: Any, probe: Probe | None
     admin.create_topics([NewTopic(out_topic, settings.partitions, 1, config=config)])[out_topic].result()
     env = {**settings.to_env(), "SHUNTER_BENCH_OUT": out_topic, "SHUNTER_WEB_PORT": str(settings.web_port + 200)}
     log = f"{logdir}/{agent}.log"
+    _collect_broker_heap(broker)
     proc = _spawn(["bench", agent], env, log)
     floor: list[float] = []
     try:
@@ -519,6 +555,7 @@ def run_ceiling(settings: Settings, tasks: int, logdir: Any, probe: Probe | None
             copied = _caught_up(settings, TopicNames(settings).tasks, out_topic, timeout=120)
             if not copied:
                 raise RuntimeError(f"the no-op agent did not catch up with its topic; see {log}")
+            _collect_broker_heap(broker)
             start = _ends(settings, out_topic)
             sent = _offer(client, cell_names, rate, n)
             # The agent copies each message as it is (the cells' ticks too): a submission's task

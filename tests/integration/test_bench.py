@@ -4,9 +4,9 @@
 import csv
 
 import pytest
-from harness import topics
+from harness import SESSION, topics
 
-from shunter.connectors.bench import run_throughput
+from shunter.connectors.bench import _collect_broker_heap, run_throughput
 
 pytestmark = pytest.mark.integration
 
@@ -22,8 +22,10 @@ def test_throughput_bench_runs_and_reports_its_contract(kafka, monkeypatch, tmp_
     assert set(doc) == {"tasks", "tasks_per_s", "ceiling_per_s", "ratio_to_ceiling", "latency_ms", "schedulers",
                         "cells", "broker", "cpu_count", "latency_offered_per_s", "latency_split_ms", "sustained",
                         "ceiling_latency_ms", "lane_ceiling_per_s", "ratio_to_lane_ceiling", "lane_sustained",
-                        "lane_ceiling_latency_ms", "latency_machine", "latency_scheduler", "broker_warm_up_s"}
+                        "lane_ceiling_latency_ms", "latency_machine", "latency_scheduler", "broker_warm_up_s",
+                        "broker_heap_collected"}
     assert doc["broker_warm_up_s"] is None, "a broker it was given is not warmed up"
+    assert doc["broker_heap_collected"] is False, "nor is its heap collected"
     assert doc["tasks"] == 150 and doc["tasks_per_s"] > 0 and doc["ceiling_per_s"] > 0
     assert set(doc["sustained"]) == {"tasks_per_s", "ceiling_per_s", "ratio_to_ceiling"}
     assert doc["sustained"]["tasks_per_s"] > 0 and doc["sustained"]["ceiling_per_s"] > 0
@@ -58,6 +60,18 @@ def test_throughput_bench_runs_and_reports_its_contract(kafka, monkeypatch, tmp_
     waits = sorted(int(r["sent_ms"]) - float(r["submitted_ms"]) for r in rows)
     assert abs(waits[len(waits) // 2] - doc["latency_ms"]["p50"]) <= 1, "the same tasks as the reported latency"
     assert doc["broker"].startswith("Apache Kafka 3.9")
+
+
+def test_the_local_brokers_heap_is_collected_before_a_measured_phase(kafka):
+    """The session's own broker (a given one has nothing to collect: ``_collect_broker_heap(None)``)."""
+    broker = SESSION.get("broker")
+    if broker is None:  # SHUNTER_BOOTSTRAP_SERVERS: the tests were given a broker
+        assert _collect_broker_heap(None) is False
+        return
+    log = broker.home / "gc.log"
+    before = log.read_text().count("(Diagnostic Command)")
+    assert _collect_broker_heap(broker) is True
+    assert log.read_text().count("(Diagnostic Command)") == before + 1, "the broker's gc log shows the collection"
 
 
 def test_peer_bench_runs_celery_on_rabbitmq_and_shunter_side_by_side(kafka, monkeypatch):

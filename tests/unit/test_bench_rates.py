@@ -155,3 +155,32 @@ def test_a_bench_that_starts_the_broker_runs_unmeasured_rounds_for_a_minute_firs
         assert broker.started and len(rounds) == 3 and took == 75.0, "rounds until a minute of load has passed"
         assert said[0].startswith("the broker has just started")
         assert said[1:] == [f"warm-up round {i} done, {25 * i}s of load so far" for i in (1, 2, 3)]
+
+
+class _Pid:
+    """Stands in for ``LocalBroker``: only its process id."""
+
+    def __init__(self, pid: int | None) -> None:
+        self._pid = pid
+
+    def pid(self) -> int | None:
+        return self._pid
+
+
+def test_the_local_brokers_heap_is_collected_with_jcmd_and_a_given_broker_is_left_alone(monkeypatch, tmp_path):
+    from shunter.connectors import bench
+
+    calls = tmp_path / "calls"
+    jcmd = tmp_path / "jcmd"
+    jcmd.write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\n")
+    jcmd.chmod(0o755)
+    monkeypatch.setattr(bench.shutil, "which", lambda name: str(jcmd) if name == "jcmd" else None)
+    assert bench._collect_broker_heap(None) is False, "a broker given by SHUNTER_BOOTSTRAP_SERVERS"
+    assert bench._collect_broker_heap(_Pid(None)) is False, "the local broker is not running"
+    assert not calls.exists()
+    assert bench._collect_broker_heap(_Pid(4242)) is True
+    assert calls.read_text() == "4242 GC.run\n"
+    jcmd.write_text("#!/bin/sh\nexit 1\n")
+    assert bench._collect_broker_heap(_Pid(4242)) is False, "jcmd could not reach the JVM"
+    monkeypatch.setattr(bench.shutil, "which", lambda name: None)
+    assert bench._collect_broker_heap(_Pid(4242)) is False, "no JDK"
