@@ -399,8 +399,9 @@ def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callabl
         # Seconds of an unmeasured round run first because this run started the broker (null:
         # it was running already, or is not Shunter's): see ``_start_broker``.
         "broker_warm_up_s": warm_up_s,
-        # Whether the local broker's heap was collected before each measured phase and probe
-        # (false: the broker was given, or no ``jcmd``): see ``_collect_broker_heap``.
+        # Whether the local broker's heap was collected before the scheduler's measured run and
+        # before its probe (false: the broker was given, or no ``jcmd``); the no-op agents' runs
+        # and probes get the same. See ``_collect_broker_heap``.
         "broker_heap_collected": collected,
     }
 
