@@ -207,6 +207,25 @@ def _scheduler_times(pids: Sequence[int], proc: str = "/proc") -> dict[str, floa
     return out
 
 
+def _process_cpu(pid: int | None, proc: str = "/proc") -> float | None:
+    """CPU seconds so far of process ``pid``, all its threads (None: no pid, off Linux, or gone)."""
+    if pid is None:
+        return None
+    try:
+        with open(f"{proc}/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _cores(before: float | None, after: float | None, seconds: float) -> float | None:
+    """Cores used between two ``_process_cpu`` readings ``seconds`` apart (None: under ``SHARE_MIN_S``)."""
+    if before is None or after is None or seconds < SHARE_MIN_S:
+        return None
+    return round((after - before) / seconds, 3)
+
+
 def _scheduler_share(before: dict[str, float] | None, after: dict[str, float] | None,
                      seconds: float) -> dict[str, float | None]:
     """What the scheduler processes used between two ``_scheduler_times``, in cores, and how
@@ -328,9 +347,12 @@ def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callabl
         start = _ends(settings, names.assignments)
         cpu_before = _cpu_times()
         pids = [p.pid for p in procs]
-        sched_before, offer_began = _scheduler_times(pids), time.monotonic()
+        broker_pid = ours.pid() if ours is not None else None
+        sched_before, broker_before, offer_began = _scheduler_times(pids), _process_cpu(broker_pid), time.monotonic()
         sent = _offer(client, cell_names, target, n)
-        scheduler = _scheduler_share(sched_before, _scheduler_times(pids), time.monotonic() - offer_began)
+        offered_s = time.monotonic() - offer_began
+        scheduler = _scheduler_share(sched_before, _scheduler_times(pids), offered_s)
+        broker_cores = _cores(broker_before, _process_cpu(broker_pid), offered_s)
         machine = _machine_share(cpu_before, _cpu_times())
         if machine["steal"] is not None:
             say(f"while offered: the machine {machine['idle']:.0%} idle, {machine['steal']:.1%} of its CPU time "
@@ -338,6 +360,8 @@ def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callabl
         if scheduler["cores"] is not None:
             say(f"while offered: the scheduler used {scheduler['cores']:.2f} cores, its event loop "
                 f"{scheduler['event_loop_cores']:.2f}, preempted {scheduler['event_loop_preempted_per_s']:.0f} times a second")
+        if broker_cores is not None:
+            say(f"while offered: the broker used {broker_cores:.2f} cores")
         probe = _timestamps(settings, names.assignments, n, timeout=120, start_offsets=start,
                             key_filter=lambda m: True)
         # Each probe task: submitted (the client's clock), decided (the scheduler's clock stamps
@@ -386,6 +410,12 @@ def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callabl
         # The scheduler processes while the probe was offered: cores used (all, the event loop's
         # thread, librdkafka's threads) and the event loop's preemptions a second.
         "latency_scheduler": scheduler,
+        # The local broker's cores in the same window (null: a broker given by
+        # SHUNTER_BOOTSTRAP_SERVERS, or a probe under a second): the rest of the machine's budget.
+        # Each produce request costs it more than each record: a client lingering 1 ms, not 5,
+        # took it from 0.20-0.29 of a core to 0.38-0.41 at 3,000 tasks/s (docs/benchmarks/
+        # throughput.md, "Session 27").
+        "latency_broker_cores": broker_cores,
         # The no-op agent's submit-to-output latency at the same offered rate, in the same run:
         # what the machine, the broker and Faust take before the scheduler does anything.
         "ceiling_latency_ms": {"p50": _pct(floor, 0.5), "p95": _pct(floor, 0.95), "p99": _pct(floor, 0.99)},

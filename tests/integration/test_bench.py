@@ -23,9 +23,10 @@ def test_throughput_bench_runs_and_reports_its_contract(kafka, monkeypatch, tmp_
                         "cells", "broker", "cpu_count", "latency_offered_per_s", "latency_split_ms", "sustained",
                         "ceiling_latency_ms", "lane_ceiling_per_s", "ratio_to_lane_ceiling", "lane_sustained",
                         "lane_ceiling_latency_ms", "latency_machine", "latency_scheduler", "broker_warm_up_s",
-                        "broker_heap_collected"}
+                        "broker_heap_collected", "latency_broker_cores"}
     assert doc["broker_warm_up_s"] is None, "a broker it was given is not warmed up"
     assert doc["broker_heap_collected"] is False, "nor is its heap collected"
+    assert doc["latency_broker_cores"] is None, "nor its CPU read: it need not be on this machine"
     assert doc["tasks"] == 150 and doc["tasks_per_s"] > 0 and doc["ceiling_per_s"] > 0
     assert set(doc["sustained"]) == {"tasks_per_s", "ceiling_per_s", "ratio_to_ceiling"}
     assert doc["sustained"]["tasks_per_s"] > 0 and doc["sustained"]["ceiling_per_s"] > 0

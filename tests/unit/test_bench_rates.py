@@ -184,3 +184,17 @@ def test_the_local_brokers_heap_is_collected_with_jcmd_and_a_given_broker_is_lef
     assert bench._collect_broker_heap(_Pid(4242)) is False, "jcmd could not reach the JVM"
     monkeypatch.setattr(bench.shutil, "which", lambda name: None)
     assert bench._collect_broker_heap(_Pid(4242)) is False, "no JDK"
+
+
+def test_a_process_cpu_is_read_from_proc_and_turned_into_cores():
+    import os
+
+    from shunter.connectors.bench import _cores, _process_cpu
+
+    spent = _process_cpu(os.getpid())
+    assert spent is not None and spent > 0, "this test's own process has used CPU"
+    assert _process_cpu(None) is None
+    assert _process_cpu(os.getpid(), proc="/nonexistent") is None
+    assert _cores(10.0, 11.5, 3.0) == 0.5
+    assert _cores(10.0, 11.5, 0.5) is None, "a window too short for /proc's clock ticks"
+    assert _cores(None, 11.5, 3.0) is None
