@@ -173,18 +173,19 @@ SHARE_MIN_S = 1.0
 """The shortest probe ``_scheduler_share`` reports on."""
 
 
+def _stat_cpu_s(stat: str) -> float:
+    """CPU seconds in a ``/proc/<pid>/stat`` (or a thread's) line: its utime and stime."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _scheduler_times(pids: Sequence[int], proc: str = "/proc") -> dict[str, float] | None:
     """CPU seconds so far of the scheduler processes ``pids``, all their threads and two kinds
     apart: the event loop's (each process's main thread) and librdkafka's (threads named
     ``rdk:``); and how often the event loop was preempted (involuntary context switches). None off
     Linux, or once a process is gone."""
-    tick = os.sysconf("SC_CLK_TCK")
     out = {"cpu": 0.0, "event_loop": 0.0, "librdkafka": 0.0, "event_loop_preempted": 0.0}
-
-    def cpu(stat: str) -> float:
-        fields = stat.rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / tick  # utime, stime
-
+    cpu = _stat_cpu_s
     try:
         for pid in pids:
             with open(f"{proc}/{pid}/stat") as f:
@@ -213,8 +214,7 @@ def _process_cpu(pid: int | None, proc: str = "/proc") -> float | None:
         return None
     try:
         with open(f"{proc}/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+            return _stat_cpu_s(f.read())
     except (OSError, ValueError, IndexError):
         return None
 
