@@ -185,24 +185,23 @@ def _scheduler_times(pids: Sequence[int], proc: str = "/proc") -> dict[str, floa
     ``rdk:``); and how often the event loop was preempted (involuntary context switches). None off
     Linux, or once a process is gone."""
     out = {"cpu": 0.0, "event_loop": 0.0, "librdkafka": 0.0, "event_loop_preempted": 0.0}
-    cpu = _stat_cpu_s
     try:
         for pid in pids:
             with open(f"{proc}/{pid}/stat") as f:
-                out["cpu"] += cpu(f.read())
+                out["cpu"] += _stat_cpu_s(f.read())
             for tid in os.listdir(f"{proc}/{pid}/task"):
                 task = f"{proc}/{pid}/task/{tid}"
                 with open(f"{task}/comm") as f:
                     name = f.read().strip()
                 if int(tid) == pid:
                     with open(f"{task}/stat") as f:
-                        out["event_loop"] += cpu(f.read())
+                        out["event_loop"] += _stat_cpu_s(f.read())
                     with open(f"{task}/status") as f:
                         out["event_loop_preempted"] += next(int(line.split()[1]) for line in f
                                                             if line.startswith("nonvoluntary_ctxt_switches"))
                 elif name.startswith("rdk:"):
                     with open(f"{task}/stat") as f:
-                        out["librdkafka"] += cpu(f.read())
+                        out["librdkafka"] += _stat_cpu_s(f.read())
     except (OSError, ValueError, IndexError, StopIteration):
         return None
     return out
