@@ -45,7 +45,7 @@ from confluent_kafka import Consumer, TopicPartition
 from shunter.connectors.broker import KAFKA_VERSION, LocalBroker, state_dir
 from shunter.connectors.client import ShunterClient, producer
 from shunter.policies.stats import percentile
-from shunter.streams import transport
+from shunter.streams import affinity, transport
 from shunter.streams.codec import CODEC
 from shunter.streams.settings import Settings
 from shunter.streams.topics import TopicNames, cells_on_distinct_partitions, create_topics, delete_run_topics
@@ -270,21 +270,72 @@ def _wait_for_group(settings: Settings, members: int, procs: list[subprocess.Pop
 
 def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callable[[str], None] = print,
                    latency_s: float = 5.0, rate: float | None = None, probe_csv: str | None = None,
-                   ceilings: bool = True) -> dict[str, Any]:
+                   ceilings: bool = True, pin: bool = True) -> dict[str, Any]:
     """``rate``: offer the latency probe this many tasks/s instead of half the measured maximum.
     ``probe_csv``: write each probe task's times there (``write_probe``). ``ceilings``: also
-    measure the no-op ceilings (off: the warm-up round, and fixed-rate experiments)."""
-    offered = rate
+    measure the no-op ceilings (off: the warm-up round, and fixed-rate experiments). ``pin``:
+    each scheduler's event loop on a CPU of its own, and the local broker and this process on
+    the others, when there are enough CPUs (``_pin_plan``)."""
     base = Settings.from_env()
     warm_up_s: float | None = None
     if not base.external_broker:
         warm_up_s = _start_broker(lambda: run_throughput(min(tasks, WARM_UP_TASKS), cells, schedulers, say=lambda _: None,
-                                                         latency_s=latency_s, rate=rate, ceilings=False), say)
+                                                         latency_s=latency_s, rate=rate, ceilings=False, pin=pin), say)
+    ours = None if base.external_broker else LocalBroker()
+    loops, rest = _pin_plan(schedulers) if pin else ([], set())
+    moved: list[dict[int, set[int]]] = []
+    if loops:
+        broker_pid = ours.pid() if ours is not None else None
+        moved = [affinity.confine(pid, rest) for pid in (broker_pid, os.getpid()) if pid is not None]
+        say(f"pinned: the scheduler's event loop on CPU {', '.join(map(str, loops))}; "
+            f"{'the broker, ' if broker_pid is not None else ''}this client and every other thread on CPU "
+            f"{', '.join(map(str, sorted(rest)))} (--no-pin: all of them share every CPU)")
+    elif pin:
+        say(f"not pinned: {len(_cpus())} CPU(s) cannot give {schedulers} event loop(s) one each and the rest one more")
+    try:
+        doc = _measure(tasks, cells, schedulers, say, latency_s, rate, probe_csv, ceilings, base, ours, loops)
+    finally:
+        for before in moved:
+            affinity.restore(before)
+    # Seconds of an unmeasured round run first because this run started the broker (null: it
+    # was running already, or is not Shunter's): see ``_start_broker``.
+    doc["broker_warm_up_s"] = warm_up_s
+    # Where the event loops ran (null: not pinned): see ``_pin_plan``.
+    doc["pinned"] = {"loop_cpus": loops, "other_cpus": sorted(rest)} if loops else None
+    return doc
+
+
+def _cpus() -> list[int]:
+    return sorted(os.sched_getaffinity(0)) if affinity.supported() else []
+
+
+def _pin_plan(schedulers: int) -> tuple[list[int], set[int]]:
+    """The CPU of each scheduler's event loop (the lowest-numbered this process may use), and the
+    CPUs for everything else: the schedulers' other threads, the no-op agents' too, the local
+    broker and this process (the load generator). Nothing ([], empty) unless that leaves at
+    least one CPU for everything else.
+
+    On a machine of its own the scheduler's event loop would share its CPU with nothing; here the
+    broker and the load generator run beside it, and unpinned, they preempted it 170-525 times a
+    second in the latency probe, each time holding up the events of a hand-over behind it
+    (``streams/affinity.py``). The no-op ceilings run pinned the same way, so the ratio compares
+    like with like."""
+    cpus = _cpus()
+    if len(cpus) < schedulers + 1:
+        return [], set()
+    return cpus[:schedulers], set(cpus[schedulers:])
+
+
+def _measure(tasks: int, cells: int, schedulers: int, say: Callable[[str], None], latency_s: float,
+             offered: float | None, probe_csv: str | None, ceilings: bool, base: Settings,
+             ours: LocalBroker | None, loops: list[int]) -> dict[str, Any]:
+    """The run itself (steps 1-6 of this module's doc), on a broker that is up."""
     uid = uuid.uuid4().hex[:6]
     # The synthetic worker never runs or lists its tasks: without a long lease every task placed
     # in the first phase would expire and be placed again during the latency probe.
     settings = base.with_(topic_prefix=f"bench-{uid}.", app_id=f"shunter-bench-{uid}",
-                          partitions=max(4, cells), heartbeat_timeout_s=30.0, lease_s=3600.0)
+                          partitions=max(4, cells), heartbeat_timeout_s=30.0, lease_s=3600.0,
+                          loop_cpu=loops[0] if loops else None)
     create_topics(settings)
     names = TopicNames(settings)
     # On distinct partitions: P processes then own C/P cells each ("cell-0" and "cell-1" share
@@ -305,13 +356,13 @@ def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callabl
     if schedulers == 1:
         say(f"pre-loading {tasks} tasks on {names.tasks} over {cells} cell(s)")
         load()
-    ours = None if base.external_broker else LocalBroker()
     collected = _collect_broker_heap(ours)
     procs: list[subprocess.Popen[bytes]] = []
     try:
         say(f"starting {schedulers} scheduler process(es)")
         for k in range(schedulers):
-            env = {**settings.to_env(), "SHUNTER_WEB_PORT": str(settings.web_port + 100 + k)}
+            mine = settings.with_(loop_cpu=loops[k]) if loops else settings
+            env = {**mine.to_env(), "SHUNTER_WEB_PORT": str(settings.web_port + 100 + k)}
             procs.append(_spawn(["scheduler"], env, str(logdir / f"scheduler-{k}.log")))
         if schedulers > 1:
             # Every process a member of the group with its share of the cells before the load
@@ -425,9 +476,6 @@ def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callabl
         "lane_ceiling_latency_ms": {"p50": _pct(lane_floor, 0.5), "p95": _pct(lane_floor, 0.95),
                                     "p99": _pct(lane_floor, 0.99)},
         "schedulers": schedulers, "cells": cells, "broker": f"Apache Kafka {KAFKA_VERSION}", "cpu_count": os.cpu_count(),
-        # Seconds of an unmeasured round run first because this run started the broker (null:
-        # it was running already, or is not Shunter's): see ``_start_broker``.
-        "broker_warm_up_s": warm_up_s,
         # Whether the local broker's heap was collected before the scheduler's measured run and
         # before its probe (false: the broker was given, or no ``jcmd``); the no-op agents' runs
         # and probes get the same. See ``_collect_broker_heap``.
@@ -620,6 +668,7 @@ def noop_agent() -> None:
 
     worker = faust.Worker(app, loglevel="warn", quiet=True)
     worker.spinner = None  # as the scheduler does: no DEBUG root logger (cli.cmd_scheduler)
+    affinity.pin_event_loop(settings.loop_cpu)  # on the scheduler's CPU when the bench pins it: like with like
     worker.execute_from_commandline()
 
 
@@ -639,6 +688,7 @@ def noop_lane() -> None:
     out = Producer(outbound_config(settings))
     consumer.subscribe([TopicNames(settings).tasks])
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    affinity.pin_event_loop(settings.loop_cpu)  # its copying loop where the scheduler's event loop would be
     try:
         while True:
             first = consumer.poll(0.05)

@@ -153,6 +153,9 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     # against 25-62 ms in four with 5 ms, the same throughput within the noise
     # (docs/benchmarks/throughput.md, session 10).
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+    from shunter.streams.affinity import pin_event_loop
+
+    pin_event_loop(settings.loop_cpu)  # SHUNTER_LOOP_CPU: this thread runs the event loop
     worker.execute_from_commandline()
     return 0
 
@@ -483,7 +486,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(json.dumps(doc) if args.json else json.dumps(doc, indent=2))
         return 0
     doc = bench.run_throughput(args.tasks, cells=args.cells, schedulers=args.schedulers, say=say, rate=args.rate,
-                               probe_csv=args.probe_csv)
+                               probe_csv=args.probe_csv, pin=not args.no_pin)
     print(json.dumps(doc) if args.json else json.dumps(doc, indent=2))
     return 0
 
@@ -754,6 +757,9 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--rate", type=float, help="offer the latency probe this many tasks/s (default: half the maximum)")
     be.add_argument("--probe-csv", metavar="PATH",
                     help="throughput: write each probe task's submit, decision and send times (ms) to PATH")
+    be.add_argument("--no-pin", action="store_true",
+                    help="throughput: let every process share every CPU (default: each scheduler's event loop on a "
+                         "CPU of its own, the broker and the bench's client on the others, when there are enough)")
     be.add_argument("--flood", type=int, default=5000, help="peer: low-priority tasks queued before the critical one")
     be.add_argument("--flood-runtime-s", type=float, default=0.25, help="peer: how long each flooded task runs")
     be.add_argument("--concurrency", type=int, default=4, help="peer: worker processes (Celery) and slots (Shunter)")

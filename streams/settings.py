@@ -29,6 +29,15 @@ def _password() -> str:
     return _env("SASL_PASSWORD", "")
 
 
+def _cpu(text: str) -> int | None:
+    if not text.strip():
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise BrokerError(f"SHUNTER_LOOP_CPU must be a CPU number, got {text!r}.") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a Shunter process needs to find its broker, topics and peers.
@@ -74,6 +83,9 @@ class Settings:
     task_lane: bool = True
     """With the control lane on: read the ordinary task topics with a librdkafka consumer of their
     own too (the task lane, ``agents/control.py``); off, the Faust agent reads them."""
+    loop_cpu: int | None = None
+    """Run the scheduler's event loop on this CPU alone and its other threads on the rest
+    (``streams/affinity.py``); None (``SHUNTER_LOOP_CPU`` empty, the default): no pinning."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -87,6 +99,8 @@ class Settings:
         if self.sasl_username and not self.sasl_password:
             raise BrokerError(f"SHUNTER_SASL_USERNAME is {self.sasl_username!r} but no password is set "
                               "(SHUNTER_SASL_PASSWORD_FILE or SHUNTER_SASL_PASSWORD).")
+        if self.loop_cpu is not None and self.loop_cpu < 0:
+            raise BrokerError(f"SHUNTER_LOOP_CPU must be a CPU number (0 or more), got {self.loop_cpu}.")
         if self.schema_registry_url:
             raise BrokerError(
                 "SHUNTER_SCHEMA_REGISTRY_URL is set, but Confluent framing is not implemented yet; "
@@ -160,6 +174,7 @@ class Settings:
             tenant=_env("TENANT", ""),
             control_lane=_env("CONTROL_LANE", "1") not in ("0", "false", "no", "off"),
             task_lane=_env("TASK_LANE", "1") not in ("0", "false", "no", "off"),
+            loop_cpu=_cpu(_env("LOOP_CPU", "")),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -184,6 +199,7 @@ class Settings:
             "SHUNTER_TENANT": self.tenant,
             "SHUNTER_CONTROL_LANE": "1" if self.control_lane else "0",
             "SHUNTER_TASK_LANE": "1" if self.task_lane else "0",
+            "SHUNTER_LOOP_CPU": "" if self.loop_cpu is None else str(self.loop_cpu),
             "SHUNTER_SASL_USERNAME": self.sasl_username,
             "SHUNTER_SASL_MECHANISM": self.sasl_mechanism,
             **({"SHUNTER_SASL_PASSWORD_FILE": self.sasl_password_file} if self.sasl_password_file

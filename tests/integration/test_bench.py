@@ -2,6 +2,7 @@
 (Its numbers are measured by the command, never asserted here.)"""
 
 import csv
+import os
 
 import pytest
 from harness import SESSION, topics
@@ -16,14 +17,23 @@ def test_throughput_bench_runs_and_reports_its_contract(kafka, monkeypatch, tmp_
     before = topics(kafka, "bench-", "shunter-bench-")
     said: list[str] = []
     probe = tmp_path / "probe.csv"
+    mask = os.sched_getaffinity(0)
     doc = run_throughput(150, say=said.append, latency_s=1.0, probe_csv=str(probe))
+    # The scheduler's event loop on a CPU of its own, this process on the others while it ran
+    # (streams/affinity.py), and given all of its CPUs back afterwards.
+    assert os.sched_getaffinity(0) == mask
+    cpus = sorted(mask)
+    assert len(cpus) >= 2, "this project's machines have two CPUs; with one, nothing is pinned (unit tests)"
+    assert doc["pinned"] == {"loop_cpus": cpus[:1], "other_cpus": cpus[1:]}
+    assert f"pinned: the scheduler's event loop on CPU {cpus[0]}; this client and every other thread on CPU " \
+           f"{', '.join(map(str, cpus[1:]))} (--no-pin: all of them share every CPU)" in said, said
     assert topics(kafka, "bench-", "shunter-bench-") <= before, "the run's topics were left on the broker"
     assert any(m.startswith("deleted the run's") and not m.startswith("deleted the run's 0 ") for m in said), said
     assert set(doc) == {"tasks", "tasks_per_s", "ceiling_per_s", "ratio_to_ceiling", "latency_ms", "schedulers",
                         "cells", "broker", "cpu_count", "latency_offered_per_s", "latency_split_ms", "sustained",
                         "ceiling_latency_ms", "lane_ceiling_per_s", "ratio_to_lane_ceiling", "lane_sustained",
                         "lane_ceiling_latency_ms", "latency_machine", "latency_scheduler", "broker_warm_up_s",
-                        "broker_heap_collected", "latency_broker_cores"}
+                        "broker_heap_collected", "latency_broker_cores", "pinned"}
     assert doc["broker_warm_up_s"] is None, "a broker it was given is not warmed up"
     assert doc["broker_heap_collected"] is False, "nor is its heap collected"
     assert doc["latency_broker_cores"] is None, "nor its CPU read: it need not be on this machine"

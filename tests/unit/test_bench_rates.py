@@ -198,3 +198,18 @@ def test_a_process_cpu_is_read_from_proc_and_turned_into_cores():
     assert _cores(10.0, 11.5, 3.0) == 0.5
     assert _cores(10.0, 11.5, 0.5) is None, "a window too short for /proc's clock ticks"
     assert _cores(None, 11.5, 3.0) is None
+
+
+@pytest.mark.parametrize("cpus,schedulers,plan", [
+    ([0, 1], 1, ([0], {1})),            # this machine: the loop on one, everything else on the other
+    ([0, 1], 2, ([], set())),           # two loops on two CPUs would leave none for the broker
+    ([0, 1, 2, 3], 2, ([0, 1], {2, 3})),
+    ([2, 5, 7], 1, ([2], {5, 7})),      # the CPUs this process may use, not 0..n-1
+    ([0], 1, ([], set())),
+])
+def test_each_scheduler_gets_a_cpu_for_its_event_loop_only_when_one_is_left_for_the_rest(monkeypatch, cpus,
+                                                                                       schedulers, plan):
+    from shunter.connectors import bench
+
+    monkeypatch.setattr(bench, "_cpus", lambda: cpus)
+    assert bench._pin_plan(schedulers) == plan

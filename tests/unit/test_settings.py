@@ -80,3 +80,15 @@ def test_the_consumer_holds_an_empty_fetch_for_milliseconds_only_while_it_reads_
 
     assert asyncio.run(build()) == wait_ms
     assert FETCH_MAX_WAIT_MS < 100
+
+
+def test_the_event_loops_cpu_is_read_handed_to_children_and_checked(monkeypatch):
+    assert Settings.from_env().loop_cpu is None and Settings().to_env()["SHUNTER_LOOP_CPU"] == ""
+    monkeypatch.setenv("SHUNTER_LOOP_CPU", "1")
+    s = Settings.from_env()
+    assert s.loop_cpu == 1 and s.to_env()["SHUNTER_LOOP_CPU"] == "1"
+    monkeypatch.setenv("SHUNTER_LOOP_CPU", "first")
+    with pytest.raises(BrokerError, match="SHUNTER_LOOP_CPU must be a CPU number, got 'first'"):
+        Settings.from_env()
+    with pytest.raises(BrokerError, match="SHUNTER_LOOP_CPU must be a CPU number .0 or more., got -1"):
+        Settings(loop_cpu=-1)
