@@ -270,12 +270,12 @@ def _wait_for_group(settings: Settings, members: int, procs: list[subprocess.Pop
 
 def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callable[[str], None] = print,
                    latency_s: float = 5.0, rate: float | None = None, probe_csv: str | None = None,
-                   ceilings: bool = True, pin: bool = True) -> dict[str, Any]:
+                   ceilings: bool = True, pin: bool = False) -> dict[str, Any]:
     """``rate``: offer the latency probe this many tasks/s instead of half the measured maximum.
     ``probe_csv``: write each probe task's times there (``write_probe``). ``ceilings``: also
-    measure the no-op ceilings (off: the warm-up round, and fixed-rate experiments). ``pin``:
-    each scheduler's event loop on a CPU of its own, and the local broker and this process on
-    the others, when there are enough CPUs (``_pin_plan``)."""
+    measure the no-op ceilings (off: the warm-up round, and fixed-rate experiments). ``pin``
+    (``--pin``): each scheduler's event loop on a CPU of its own, and the local broker and this
+    process on the others, when there are enough CPUs (``_pin_plan``); off by default."""
     base = Settings.from_env()
     warm_up_s: float | None = None
     if not base.external_broker:
@@ -289,7 +289,7 @@ def run_throughput(tasks: int, cells: int = 1, schedulers: int = 1, say: Callabl
         moved = [affinity.confine(pid, rest) for pid in (broker_pid, os.getpid()) if pid is not None]
         say(f"pinned: the scheduler's event loop on CPU {', '.join(map(str, loops))}; "
             f"{'the broker, ' if broker_pid is not None else ''}this client and every other thread on CPU "
-            f"{', '.join(map(str, sorted(rest)))} (--no-pin: all of them share every CPU)")
+            f"{', '.join(map(str, sorted(rest)))}")
     elif pin:
         say(f"not pinned: {len(_cpus())} CPU(s) cannot give {schedulers} event loop(s) one each and the rest one more")
     try:
@@ -311,15 +311,13 @@ def _cpus() -> list[int]:
 
 def _pin_plan(schedulers: int) -> tuple[list[int], set[int]]:
     """The CPU of each scheduler's event loop (the lowest-numbered this process may use), and the
-    CPUs for everything else: the schedulers' other threads, the no-op agents' too, the local
-    broker and this process (the load generator). Nothing ([], empty) unless that leaves at
-    least one CPU for everything else.
+    CPUs for everything else: the schedulers' other threads, the local broker and this process
+    (the load generator). Nothing ([], empty) unless that leaves at least one CPU for everything
+    else. The no-op ceilings run pinned the same way, so the ratio compares like with like.
 
-    On a machine of its own the scheduler's event loop would share its CPU with nothing; here the
-    broker and the load generator run beside it, and unpinned, they preempted it 170-525 times a
-    second in the latency probe, each time holding up the events of a hand-over behind it
-    (``streams/affinity.py``). The no-op ceilings run pinned the same way, so the ratio compares
-    like with like."""
+    What a deployment with a CPU to spare does (``streams/affinity.py``); on this project's two
+    CPUs it helped a warm broker's probe and hurt a fresh one's, whose one other CPU was then full
+    (docs/benchmarks/throughput.md, "Session 28"), so it is not the default."""
     cpus = _cpus()
     if len(cpus) < schedulers + 1:
         return [], set()
@@ -393,14 +391,21 @@ def _measure(tasks: int, cells: int, schedulers: int, say: Callable[[str], None]
         # probe submit 37,500 tasks for a 150-task run.
         n = max(20, min(int(target * latency_s), tasks))
         say(f"latency probe: {n} tasks at {target:.0f}/s")
+        # Started first: a Python interpreter's start is a burst of CPU, kept out of the probe.
+        host = HostProbe(HOST_PROBE_LEAD_S + n / target)
         collected = _collect_broker_heap(ours) and collected
         start = _ends(settings, names.assignments)
         cpu_before = _cpu_times()
         pids = [p.pid for p in procs]
         broker_pid = ours.pid() if ours is not None else None
         sched_before, broker_before, offer_began = _scheduler_times(pids), _process_cpu(broker_pid), time.monotonic()
+        began_at = time.time()
         sent = _offer(client, cell_names, target, n)
         offered_s = time.monotonic() - offer_began
+        slowdown = host_slowdown([ms for at, ms in host.result() if began_at <= at <= began_at + offered_s])
+        if slowdown["slow_share"] is not None:
+            say(f"while offered: a fixed piece of Python took at least {HOST_SLOW}x its fastest time in "
+                f"{slowdown['slow_share']:.0%} of {slowdown['timings']} timings (the host running slow; steal does not show it)")
         scheduler = _scheduler_share(sched_before, _scheduler_times(pids), offered_s)
         broker_cores = _cores(broker_before, _process_cpu(broker_pid), offered_s)
         machine = _machine_share(cpu_before, _cpu_times())
@@ -466,6 +471,11 @@ def _measure(tasks: int, cells: int, schedulers: int, say: Callable[[str], None]
         # took it from 0.20-0.29 of a core to 0.38-0.41 at 3,000 tasks/s (docs/benchmarks/
         # throughput.md, "Session 27").
         "latency_broker_cores": broker_cores,
+        # How fast the machine ran a fixed piece of Python while the probe was offered
+        # (``HostProbe``): the share of timings at least 1.3 times the fastest, and the median and
+        # largest as multiples of it. A probe whose host ran slow in a third of it is not
+        # comparable with one whose host did not.
+        "latency_host": slowdown,
         # The no-op agent's submit-to-output latency at the same offered rate, in the same run:
         # what the machine, the broker and Faust take before the scheduler does anything.
         "ceiling_latency_ms": {"p50": _pct(floor, 0.5), "p95": _pct(floor, 0.95), "p99": _pct(floor, 0.99)},
@@ -531,6 +541,63 @@ def _start_broker(round_: Callable[[], object], say: Callable[[str], None]) -> f
         rounds += 1
         say(f"warm-up round {rounds} done, {time.monotonic() - began:.0f}s of load so far")
     return round(time.monotonic() - began, 1)
+
+
+HOST_PROBE_EVERY_S = 0.05
+"""How often the host probe (``HostProbe``) times its fixed piece of work while the latency probe runs."""
+HOST_SLOW = 1.3
+"""A timing at least this many times the run's fastest counts as the host running slow."""
+HOST_PROBE_LEAD_S = 10.0
+"""The host probe starts this long before it is needed, at most (it waits for the broker's heap
+to be collected and the probe to begin; its timings before the probe are left out)."""
+
+_HOST_WORK = """
+import sys, time
+every, until = float(sys.argv[1]), time.monotonic() + float(sys.argv[2])
+while time.monotonic() < until:
+    began = time.thread_time_ns()
+    total = 0
+    for i in range(20000):
+        total += i * i
+    print(f"{time.time():.3f} {(time.thread_time_ns() - began) / 1e6:.4f}", flush=True)
+    time.sleep(every)
+"""
+
+
+class HostProbe:
+    """How fast this machine ran Python while the latency probe was offered: a process of its own
+    times a fixed piece of work (about 0.8 ms of a CPU here) every ``HOST_PROBE_EVERY_S``, by its
+    own CPU time, so waiting for a CPU does not count, only a CPU that runs slower.
+
+    This project's virtual machines run slower in stretches the guest cannot see otherwise (no
+    steal): on an idle machine, 3-20% of such timings took about 1.75 times the fastest, a few
+    hundred milliseconds in a row; in probes at a fixed 4,000 tasks/s, 35-41%. The scheduler's
+    event loop, more than half busy at half the maximum rate, is then over full, and the tasks
+    of those stretches wait: in three such probes, none of 7,600 tasks took over 25 ms in 100 ms
+    windows with no slow timing in the 300 ms before, 8% where fewer than half were slow, 15%
+    where half or more were (docs/benchmarks/throughput.md, "Session 28"). About 2% of a CPU."""
+
+    def __init__(self, seconds: float) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", _HOST_WORK, str(HOST_PROBE_EVERY_S), str(seconds)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+    def result(self) -> list[tuple[float, float]]:
+        """(when, in epoch seconds; how long, in ms) of each timing: the probe's process is stopped
+        now, whatever it had left to do (it may have started well before it was needed)."""
+        self.proc.terminate()
+        out, _ = self.proc.communicate()
+        return [(float(at), float(ms)) for at, ms in (line.split() for line in out.splitlines() if len(line.split()) == 2)]
+
+
+def host_slowdown(timings: Sequence[float]) -> dict[str, float | int | None]:
+    """The share of ``timings`` at least ``HOST_SLOW`` times the fastest, and the median and
+    largest as multiples of it (None with fewer than ten timings: too short a probe to tell)."""
+    if len(timings) < 10:
+        return {"timings": len(timings), "slow_share": None, "slowdown_p50": None, "slowdown_max": None}
+    fastest = min(timings)
+    ratios = sorted(t / fastest for t in timings)
+    return {"timings": len(timings), "slow_share": round(sum(r >= HOST_SLOW for r in ratios) / len(ratios), 3),
+            "slowdown_p50": round(ratios[len(ratios) // 2], 2), "slowdown_max": round(ratios[-1], 2)}
 
 
 def write_probe(path: str, rows: Sequence[tuple[str, float, int, int]]) -> None:

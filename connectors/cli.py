@@ -486,7 +486,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(json.dumps(doc) if args.json else json.dumps(doc, indent=2))
         return 0
     doc = bench.run_throughput(args.tasks, cells=args.cells, schedulers=args.schedulers, say=say, rate=args.rate,
-                               probe_csv=args.probe_csv, pin=not args.no_pin)
+                               probe_csv=args.probe_csv, pin=args.pin)
     print(json.dumps(doc) if args.json else json.dumps(doc, indent=2))
     return 0
 
@@ -757,9 +757,10 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--rate", type=float, help="offer the latency probe this many tasks/s (default: half the maximum)")
     be.add_argument("--probe-csv", metavar="PATH",
                     help="throughput: write each probe task's submit, decision and send times (ms) to PATH")
-    be.add_argument("--no-pin", action="store_true",
-                    help="throughput: let every process share every CPU (default: each scheduler's event loop on a "
-                         "CPU of its own, the broker and the bench's client on the others, when there are enough)")
+    be.add_argument("--pin", action="store_true",
+                    help="throughput: each scheduler's event loop on a CPU of its own, the local broker and the bench's "
+                         "client on the others (SHUNTER_LOOP_CPU; for hosts with a CPU to spare: docs/benchmarks/"
+                         "throughput.md, session 28)")
     be.add_argument("--flood", type=int, default=5000, help="peer: low-priority tasks queued before the critical one")
     be.add_argument("--flood-runtime-s", type=float, default=0.25, help="peer: how long each flooded task runs")
     be.add_argument("--concurrency", type=int, default=4, help="peer: worker processes (Celery) and slots (Shunter)")

@@ -1,20 +1,26 @@
-"""The event loop on a CPU of its own (``SHUNTER_LOOP_CPU``).
+"""The event loop on a CPU of its own (``SHUNTER_LOOP_CPU``; off by default).
 
 A scheduler decides on one thread, its event loop; everything else it runs (librdkafka's
 threads, the lanes' readers, Faust's consumer) only feeds or drains that thread. When other
 threads share the loop's CPU, the kernel preempts the loop in the middle of a hand-over of
-events, and the events behind wait for its next slice. On ``bench throughput``'s two cores,
-shared with the broker and the bench's own client, the loop was preempted 170-525 times a second
-during the latency probe; with the loop alone on one CPU and every other thread on the other,
-10-14 times, and the probe's p99 at a fixed 4,000 tasks/s was 17.6-20.0 ms in four probes
-against 20.1-63.0 in the four alternating with them (docs/benchmarks/throughput.md, "Session
-28"). A reactor thread that owns a core is how Seastar (Redpanda) and Aeron run theirs; on
-Kubernetes, the static CPU manager gives a Guaranteed pod whole cores to pin to.
+events, and the events behind wait for its next slice; its caches go to the other threads too.
+A reactor thread that owns a core is how Seastar (Redpanda) and Aeron run theirs; on Kubernetes,
+the static CPU manager gives a Guaranteed pod whole cores to pin to.
 
-``pin_loop`` keeps it that way for the life of the process: threads inherit the mask of the
-thread that starts them, so a watcher re-applies both masks every second (asyncio's executor and
-librdkafka start threads late). ``confine`` keeps another process's threads off the loop's CPU
-(the bench does it to the broker it runs beside the scheduler, and to itself). Linux only.
+``pin_loop`` puts the loop's thread on one CPU and every other thread of the process on the rest,
+for the life of the process: threads inherit the mask of the thread that starts them, so a
+watcher re-applies both masks every second (asyncio's executor and librdkafka start threads
+late). ``confine`` keeps another process's threads off the loop's CPU (``bench throughput --pin``
+does it to the broker it runs beside the scheduler, and to itself). Linux only.
+
+For a host with CPUs to spare, not for a small one shared with the broker. Measured on this
+project's 2-core machine (docs/benchmarks/throughput.md, "Session 28"): on a broker that had run
+for minutes, the loop alone on one CPU and everything else on the other, the latency probe's p99
+at a fixed 4,000 tasks/s was 17.6-20.0 ms in four probes against 20.1-63.0 in the four
+alternating with them, the loop preempted 10-14 times a second against 172-525. On brokers just
+started and warmed for a minute, whose compiler still took CPU, that one other CPU was full
+(the broker, the bench's client and the scheduler's librdkafka threads, whose sending thread
+spun again waiting for it) and the p99 was 102-176 ms in four runs against 20-105 unpinned.
 """
 
 from __future__ import annotations

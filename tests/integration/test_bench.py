@@ -17,26 +17,23 @@ def test_throughput_bench_runs_and_reports_its_contract(kafka, monkeypatch, tmp_
     before = topics(kafka, "bench-", "shunter-bench-")
     said: list[str] = []
     probe = tmp_path / "probe.csv"
-    mask = os.sched_getaffinity(0)
     doc = run_throughput(150, say=said.append, latency_s=1.0, probe_csv=str(probe))
-    # The scheduler's event loop on a CPU of its own, this process on the others while it ran
-    # (streams/affinity.py), and given all of its CPUs back afterwards.
-    assert os.sched_getaffinity(0) == mask
-    cpus = sorted(mask)
-    assert len(cpus) >= 2, "this project's machines have two CPUs; with one, nothing is pinned (unit tests)"
-    assert doc["pinned"] == {"loop_cpus": cpus[:1], "other_cpus": cpus[1:]}
-    assert f"pinned: the scheduler's event loop on CPU {cpus[0]}; this client and every other thread on CPU " \
-           f"{', '.join(map(str, cpus[1:]))} (--no-pin: all of them share every CPU)" in said, said
     assert topics(kafka, "bench-", "shunter-bench-") <= before, "the run's topics were left on the broker"
     assert any(m.startswith("deleted the run's") and not m.startswith("deleted the run's 0 ") for m in said), said
     assert set(doc) == {"tasks", "tasks_per_s", "ceiling_per_s", "ratio_to_ceiling", "latency_ms", "schedulers",
                         "cells", "broker", "cpu_count", "latency_offered_per_s", "latency_split_ms", "sustained",
                         "ceiling_latency_ms", "lane_ceiling_per_s", "ratio_to_lane_ceiling", "lane_sustained",
                         "lane_ceiling_latency_ms", "latency_machine", "latency_scheduler", "broker_warm_up_s",
-                        "broker_heap_collected", "latency_broker_cores", "pinned"}
+                        "broker_heap_collected", "latency_broker_cores", "pinned", "latency_host"}
     assert doc["broker_warm_up_s"] is None, "a broker it was given is not warmed up"
     assert doc["broker_heap_collected"] is False, "nor is its heap collected"
     assert doc["latency_broker_cores"] is None, "nor its CPU read: it need not be on this machine"
+    assert doc["pinned"] is None, "every process shares every CPU unless --pin"
+    # The host probe's timings during the probe: a 150-task probe is over in milliseconds, too
+    # short for ten of them, so no share is given (tests/unit/test_bench_rates.py).
+    host = doc["latency_host"]
+    assert set(host) == {"timings", "slow_share", "slowdown_p50", "slowdown_max"} and host["timings"] < 10
+    assert host["slow_share"] is None
     assert doc["tasks"] == 150 and doc["tasks_per_s"] > 0 and doc["ceiling_per_s"] > 0
     assert set(doc["sustained"]) == {"tasks_per_s", "ceiling_per_s", "ratio_to_ceiling"}
     assert doc["sustained"]["tasks_per_s"] > 0 and doc["sustained"]["ceiling_per_s"] > 0
@@ -71,6 +68,40 @@ def test_throughput_bench_runs_and_reports_its_contract(kafka, monkeypatch, tmp_
     waits = sorted(int(r["sent_ms"]) - float(r["submitted_ms"]) for r in rows)
     assert abs(waits[len(waits) // 2] - doc["latency_ms"]["p50"]) <= 1, "the same tasks as the reported latency"
     assert doc["broker"].startswith("Apache Kafka 3.9")
+
+
+def test_pinned_the_schedulers_event_loop_has_a_cpu_of_its_own_and_the_bench_gives_every_mask_back(kafka, monkeypatch):
+    """``--pin``: the scheduler's event loop alone on one CPU, its other threads and this process
+    (the load generator) on the rest, seen in the scheduler's own threads while the probe runs."""
+    from shunter.connectors import bench
+
+    monkeypatch.setenv("SHUNTER_BOOTSTRAP_SERVERS", kafka)
+    cpus = sorted(os.sched_getaffinity(0))
+    assert len(cpus) >= 2, "this project's machines have two CPUs; with one, nothing is pinned (unit tests)"
+    seen: dict[str, set[int]] = {}
+    offer = bench._offer
+
+    def look(*args, **kwargs):  # the scheduler's threads' masks, read from /proc as the probe starts
+        for pid in os.listdir("/proc"):
+            try:
+                if "connectors.cli scheduler" in open(f"/proc/{pid}/cmdline").read().replace("\0", " "):
+                    for tid in os.listdir(f"/proc/{pid}/task"):
+                        seen["loop" if tid == pid else f"thread {tid}"] = os.sched_getaffinity(int(tid))
+            except OSError:
+                continue
+        seen["bench"] = os.sched_getaffinity(0)
+        return offer(*args, **kwargs)
+
+    monkeypatch.setattr(bench, "_offer", look)
+    said: list[str] = []
+    doc = run_throughput(150, say=said.append, latency_s=1.0, ceilings=False, pin=True)
+    assert doc["pinned"] == {"loop_cpus": cpus[:1], "other_cpus": cpus[1:]}
+    assert f"pinned: the scheduler's event loop on CPU {cpus[0]}; this client and every other thread on CPU " \
+           f"{', '.join(map(str, cpus[1:]))}" in said, said
+    assert doc["tasks_per_s"] > 0 and doc["latency_ms"]["p50"] is not None, "a pinned scheduler places its tasks"
+    assert seen.pop("loop") == {cpus[0]} and seen.pop("bench") == set(cpus[1:]), seen
+    assert seen and all(mask == set(cpus[1:]) for mask in seen.values()), seen
+    assert os.sched_getaffinity(0) == set(cpus), "every CPU given back to this process afterwards"
 
 
 def test_the_local_brokers_heap_is_collected_before_a_measured_phase(kafka):

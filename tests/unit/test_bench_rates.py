@@ -213,3 +213,26 @@ def test_each_scheduler_gets_a_cpu_for_its_event_loop_only_when_one_is_left_for_
 
     monkeypatch.setattr(bench, "_cpus", lambda: cpus)
     assert bench._pin_plan(schedulers) == plan
+
+
+def test_the_hosts_slowdown_is_the_share_of_timings_well_above_the_fastest():
+    from shunter.connectors.bench import HOST_SLOW, host_slowdown
+
+    assert HOST_SLOW == 1.3
+    timings = [1.0] * 6 + [1.29, 1.3, 1.75, 2.0]  # two of ten under the line, three on or above it
+    assert host_slowdown(timings) == {"timings": 10, "slow_share": 0.3, "slowdown_p50": 1.0, "slowdown_max": 2.0}
+    assert host_slowdown([0.5 * t for t in timings]) == host_slowdown(timings), "relative to the run's own fastest"
+    assert host_slowdown([1.0] * 9) == {"timings": 9, "slow_share": None, "slowdown_p50": None, "slowdown_max": None}
+
+
+def test_the_host_probe_times_its_work_in_a_process_of_its_own_until_stopped():
+    from shunter.connectors.bench import HostProbe
+
+    probe = HostProbe(30.0)
+    time.sleep(0.6)
+    timings = probe.result()
+    assert probe.proc.returncode is not None, "stopped when its result is taken, not 30 s later"
+    assert len(timings) >= 3, timings
+    at = [t for t, _ in timings]
+    assert at == sorted(at) and at[-1] <= time.time()
+    assert all(0 < ms < 100 for _, ms in timings), "a fixed piece of work, under a millisecond on a quiet CPU"
