@@ -22,7 +22,10 @@ streaming ceiling measured in the same run (``shared/BENCHMARKS.md`` section 2).
 6. The run's topics are deleted (kept when it fails, for its logs' sake).
 
 Before each measured run and each probe, the local broker's heap is collected, so that none of
-them meets one of its collector's cycles by chance (``_collect_broker_heap``).
+them meets one of its collector's cycles by chance (``_collect_broker_heap``). Beside the probe, a
+process of its own times a fixed piece of Python, to tell a host running slow from a slow
+scheduler (``HostProbe``). With ``--pin`` each scheduler's event loop gets a CPU of its own and
+the broker and this process the others (``_pin_plan``); not the default.
 """
 
 from __future__ import annotations
@@ -356,6 +359,7 @@ def _measure(tasks: int, cells: int, schedulers: int, say: Callable[[str], None]
         load()
     collected = _collect_broker_heap(ours)
     procs: list[subprocess.Popen[bytes]] = []
+    stray: HostProbe | None = None
     try:
         say(f"starting {schedulers} scheduler process(es)")
         for k in range(schedulers):
@@ -392,7 +396,7 @@ def _measure(tasks: int, cells: int, schedulers: int, say: Callable[[str], None]
         n = max(20, min(int(target * latency_s), tasks))
         say(f"latency probe: {n} tasks at {target:.0f}/s")
         # Started first: a Python interpreter's start is a burst of CPU, kept out of the probe.
-        host = HostProbe(HOST_PROBE_LEAD_S + n / target)
+        host = stray = HostProbe(HOST_PROBE_LEAD_S + n / target)
         collected = _collect_broker_heap(ours) and collected
         start = _ends(settings, names.assignments)
         cpu_before = _cpu_times()
@@ -403,6 +407,7 @@ def _measure(tasks: int, cells: int, schedulers: int, say: Callable[[str], None]
         sent = _offer(client, cell_names, target, n)
         offered_s = time.monotonic() - offer_began
         slowdown = host_slowdown([ms for at, ms in host.result() if began_at <= at <= began_at + offered_s])
+        stray = None
         if slowdown["slow_share"] is not None:
             say(f"while offered: a fixed piece of Python took at least {HOST_SLOW}x its fastest time in "
                 f"{slowdown['slow_share']:.0%} of {slowdown['timings']} timings (the host running slow; steal does not show it)")
@@ -432,6 +437,9 @@ def _measure(tasks: int, cells: int, schedulers: int, say: Callable[[str], None]
     finally:
         hb.stop_.set()
         _stop(procs)
+        if stray is not None:  # the run failed during the probe: its timer is not left running
+            stray.proc.kill()
+            stray.proc.wait()
     if probe_csv:
         write_probe(probe_csv, rows)
         say(f"the probe's {len(rows)} tasks, one per line: {probe_csv}")
