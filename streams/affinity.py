@@ -47,20 +47,28 @@ def _threads(pid: int) -> list[int]:
         return []
 
 
+def _mask(tid: int) -> set[int]:
+    """A thread's mask; empty if it is gone (it may end between a listing and a look)."""
+    try:
+        return os.sched_getaffinity(tid)
+    except OSError:
+        return set()
+
+
 def _set(tid: int, cpus: set[int]) -> bool:
     """Set one thread's mask unless it has it already; False if the thread is gone."""
     try:
         if os.sched_getaffinity(tid) != cpus:
             os.sched_setaffinity(tid, cpus)
         return True
-    except (ProcessLookupError, PermissionError, OSError):
+    except OSError:
         return False
 
 
 def others(cpu: int) -> set[int]:
     """The CPUs this process's threads may use (the union of their masks, as inherited or given
     by ``taskset``), less ``cpu``; a clear error if that leaves none."""
-    allowed = os.sched_getaffinity(0).union(*(os.sched_getaffinity(t) for t in _threads(os.getpid())))
+    allowed = os.sched_getaffinity(0).union(*(_mask(t) for t in _threads(os.getpid())))
     rest = allowed - {cpu}
     if not rest:
         raise ValueError(f"SHUNTER_LOOP_CPU={cpu}: this process may use CPU {cpu} only, which leaves no CPU "
@@ -118,11 +126,9 @@ def confine(pid: int, cpus: set[int]) -> dict[int, set[int]]:
     them (so a process confined whole stays confined)."""
     before: dict[int, set[int]] = {}
     for tid in _threads(pid):
-        try:
-            before[tid] = os.sched_getaffinity(tid)
-        except OSError:
-            continue
-        _set(tid, cpus)
+        mask = _mask(tid)
+        if mask and _set(tid, cpus):
+            before[tid] = mask
     return before
 
 

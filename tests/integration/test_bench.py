@@ -84,7 +84,8 @@ def test_pinned_the_schedulers_event_loop_has_a_cpu_of_its_own_and_the_bench_giv
     def look(*args, **kwargs):  # the scheduler's threads' masks, read from /proc as the probe starts
         for pid in os.listdir("/proc"):
             try:
-                if "connectors.cli scheduler" in open(f"/proc/{pid}/cmdline").read().replace("\0", " "):
+                ours = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1] == str(os.getpid())
+                if ours and "connectors.cli scheduler" in open(f"/proc/{pid}/cmdline").read().replace("\0", " "):
                     for tid in os.listdir(f"/proc/{pid}/task"):
                         seen["loop" if tid == pid else f"thread {tid}"] = os.sched_getaffinity(int(tid))
             except OSError:
