@@ -15,7 +15,8 @@ does it to the broker it runs beside the scheduler, and to itself). Linux only.
 
 For a host with CPUs to spare, not for a small one shared with the broker. Measured on this
 project's 2-core machine (docs/benchmarks/throughput.md, "Session 28"): on a broker that had run
-for minutes, the loop alone on one CPU and everything else on the other, the latency probe's p99
+for minutes, the loop alone on one CPU and everything else on the other (set by a session-only
+harness as each probe began), the latency probe's p99
 at a fixed 4,000 tasks/s was 17.6-20.0 ms in four probes against 20.1-63.0 in the four
 alternating with them, the loop preempted 10-14 times a second against 172-525. On brokers just
 started and warmed for a minute, whose compiler still took CPU, that one other CPU was full
