@@ -359,7 +359,7 @@ def _measure(tasks: int, cells: int, schedulers: int, say: Callable[[str], None]
         load()
     collected = _collect_broker_heap(ours)
     procs: list[subprocess.Popen[bytes]] = []
-    stray: HostProbe | None = None
+    host: HostProbe | None = None
     try:
         say(f"starting {schedulers} scheduler process(es)")
         for k in range(schedulers):
@@ -396,7 +396,7 @@ def _measure(tasks: int, cells: int, schedulers: int, say: Callable[[str], None]
         n = max(20, min(int(target * latency_s), tasks))
         say(f"latency probe: {n} tasks at {target:.0f}/s")
         # Started first: a Python interpreter's start is a burst of CPU, kept out of the probe.
-        host = stray = HostProbe(HOST_PROBE_LEAD_S + n / target)
+        host = HostProbe(HOST_PROBE_LEAD_S + n / target)
         collected = _collect_broker_heap(ours) and collected
         start = _ends(settings, names.assignments)
         cpu_before = _cpu_times()
@@ -407,7 +407,6 @@ def _measure(tasks: int, cells: int, schedulers: int, say: Callable[[str], None]
         sent = _offer(client, cell_names, target, n)
         offered_s = time.monotonic() - offer_began
         slowdown = host_slowdown([ms for at, ms in host.result() if began_at <= at <= began_at + offered_s])
-        stray = None
         if slowdown["slow_share"] is not None:
             say(f"while offered: a fixed piece of Python took at least {HOST_SLOW}x its fastest time in "
                 f"{slowdown['slow_share']:.0%} of {slowdown['timings']} timings (the host running slow; steal does not show it)")
@@ -437,9 +436,9 @@ def _measure(tasks: int, cells: int, schedulers: int, say: Callable[[str], None]
     finally:
         hb.stop_.set()
         _stop(procs)
-        if stray is not None:  # the run failed during the probe: its timer is not left running
-            stray.proc.kill()
-            stray.proc.wait()
+        if host is not None and host.proc.poll() is None:  # the run failed during the probe
+            host.proc.kill()
+            host.proc.wait()
     if probe_csv:
         write_probe(probe_csv, rows)
         say(f"the probe's {len(rows)} tasks, one per line: {probe_csv}")
@@ -603,9 +602,9 @@ def host_slowdown(timings: Sequence[float]) -> dict[str, float | int | None]:
     if len(timings) < 10:
         return {"timings": len(timings), "slow_share": None, "slowdown_p50": None, "slowdown_max": None}
     fastest = min(timings)
-    ratios = sorted(t / fastest for t in timings)
+    ratios = [t / fastest for t in timings]
     return {"timings": len(timings), "slow_share": round(sum(r >= HOST_SLOW for r in ratios) / len(ratios), 3),
-            "slowdown_p50": round(ratios[len(ratios) // 2], 2), "slowdown_max": round(ratios[-1], 2)}
+            "slowdown_p50": percentile(ratios, 0.5, digits=2), "slowdown_max": round(max(ratios), 2)}
 
 
 def write_probe(path: str, rows: Sequence[tuple[str, float, int, int]]) -> None:
