@@ -478,9 +478,12 @@ class Scheduler:
             n = self.outbox_next.get(cell.name, 1)
             self.outbox_next[cell.name] = n + 1
             self.inflight.setdefault(cell.name, set()).add(n)
+            # A status is kept by its key alone: a re-send sends the task's current status
+            # (``_resend_outbox``), never the one decided then.
             self.tables.cells[self._slot(cell.name, n)] = {
                 "n": n, "meta": cell.meta(),
-                "out": [[t, base64.b64encode(k or b"").decode(), base64.b64encode(v).decode(), p] for t, k, v, p in out]}
+                "out": [[t, base64.b64encode(k or b"").decode(), "" if t == "task_status" else base64.b64encode(v).decode(), p]
+                        for t, k, v, p in out]}
         self.sealed[cell.name] = batch.durable
         self._write_state(cell.name, batch, self.tables.take(), Staged(cell.name, n, out) if n is not None else None)
 

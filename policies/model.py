@@ -64,6 +64,10 @@ class Resources:
         return {"cpu": self.cpu, "gpu": self.gpu, "gpu_memory_gb": self.gpu_memory_gb, "memory_gb": self.memory_gb}
 
 
+DEFAULT_RESOURCES: Final = Resources()
+DEFAULT_MAX_ATTEMPTS: Final = 3
+
+
 @dataclass(frozen=True)
 class Task:
     """What a submitter asked for: everything the scheduler may know at submit time."""
@@ -75,14 +79,14 @@ class Task:
     priority: Priority
     submitted_at_ms: int
     deadline_ms: int | None = None
-    resources: Resources = Resources()
+    resources: Resources = DEFAULT_RESOURCES
     cost_tolerance: float | None = None
     governance_tags: tuple[str, ...] = ()
     size_features: dict[str, float] = field(default_factory=dict)
     runtime_hint_s: float | None = None
     idempotency_key: str | None = None
     batch_key: str | None = None
-    max_attempts: int = 3
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
     payload: bytes = b""
 
     @classmethod
@@ -94,7 +98,7 @@ class Task:
             cost_tolerance=r.get("cost_tolerance"), governance_tags=tuple(r.get("governance_tags") or ()),
             size_features=dict(r.get("size_features") or {}), runtime_hint_s=r.get("runtime_hint_s"),
             idempotency_key=r.get("idempotency_key"), batch_key=r.get("batch_key"),
-            max_attempts=int(r.get("max_attempts", 3)), payload=bytes(r.get("payload") or b""),
+            max_attempts=int(r.get("max_attempts", DEFAULT_MAX_ATTEMPTS)), payload=bytes(r.get("payload") or b""),
         )
 
     def to_record(self) -> dict[str, Any]:
@@ -106,6 +110,33 @@ class Task:
             "idempotency_key": self.idempotency_key, "batch_key": self.batch_key, "max_attempts": self.max_attempts,
             "payload": self.payload, "submitted_at_ms": self.submitted_at_ms,
         }
+
+    def to_changes(self) -> dict[str, Any]:
+        """The task's fields a task record keeps under ``task`` (``TaskRecord.to_dict``): its type,
+        and each other field only where it differs from its default; the id, tenant, cell,
+        priority and submit time are the record's own. ``from_record`` reads it back."""
+        d: dict[str, Any] = {"task_type": self.task_type}
+        if self.deadline_ms is not None:
+            d["deadline_ms"] = self.deadline_ms
+        if self.resources != DEFAULT_RESOURCES:
+            d["resources"] = self.resources.to_record()
+        if self.cost_tolerance is not None:
+            d["cost_tolerance"] = self.cost_tolerance
+        if self.governance_tags:
+            d["governance_tags"] = list(self.governance_tags)
+        if self.size_features:
+            d["size_features"] = dict(self.size_features)
+        if self.runtime_hint_s is not None:
+            d["runtime_hint_s"] = self.runtime_hint_s
+        if self.idempotency_key is not None:
+            d["idempotency_key"] = self.idempotency_key
+        if self.batch_key is not None:
+            d["batch_key"] = self.batch_key
+        if self.max_attempts != DEFAULT_MAX_ATTEMPTS:
+            d["max_attempts"] = self.max_attempts
+        if self.payload:
+            d["payload"] = self.payload.decode("latin-1")
+        return d
 
 
 @dataclass(init=False)
@@ -171,19 +202,37 @@ class TaskRecord:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able snapshot for the table store (payload kept as latin-1 text)."""
+        """A JSON-able snapshot for the table store: the status's fields, then only what differs
+        from its default (``from_dict`` restores the rest). The task's own fields sit under
+        ``task`` less those the status already carries; the payload is kept as latin-1 text.
+        Written for every task a batch changes, so its size is the changelog's: about a third
+        of the full record's for a plain task (docs/decisions.md, "A task record holds what it
+        knows")."""
         d = self.to_status()
-        d.update(task=self.task.to_record(), predicted_runtime_s=self.predicted_runtime_s,
-                 assigned_at_ms=self.assigned_at_ms, lease_expires_at_ms=self.lease_expires_at_ms,
-                 not_before_ms=self.not_before_ms, finished_at_ms=self.finished_at_ms,
-                 deadline_flagged=self.deadline_flagged, held_for_review=self.held_for_review,
-                 shadow_pool=self.shadow_pool, shadow_predicted_s=self.shadow_predicted_s)
-        d["task"]["payload"] = self.task.payload.decode("latin-1")
+        for name, value in (("predicted_runtime_s", self.predicted_runtime_s), ("assigned_at_ms", self.assigned_at_ms),
+                            ("lease_expires_at_ms", self.lease_expires_at_ms), ("finished_at_ms", self.finished_at_ms),
+                            ("shadow_pool", self.shadow_pool), ("shadow_predicted_s", self.shadow_predicted_s),
+                            ("worker_id", self.worker_id), ("pool", self.pool), ("reason", self.reason),
+                            ("runtime_s", self.runtime_s)):
+            if value is None:
+                d.pop(name, None)
+            else:
+                d[name] = value
+        if self.not_before_ms:
+            d["not_before_ms"] = self.not_before_ms
+        if self.deadline_flagged:
+            d["deadline_flagged"] = True
+        if self.held_for_review:
+            d["held_for_review"] = True
+        d["task"] = self.task.to_changes()
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TaskRecord":
-        task_rec = dict(d["task"])
+        """A record from ``to_dict``'s snapshot, or from the full one written before session 29
+        (every field, the task's under ``task``)."""
+        task_rec = {"task_id": d["task_id"], "tenant": d["tenant"], "cell": d["cell"], "priority": d["priority"],
+                    "submitted_at_ms": d["submitted_at_ms"], **d["task"]}
         task_rec["payload"] = str(task_rec.get("payload", "")).encode("latin-1")
         rec = cls(Task.from_record(task_rec), int(d.get("updated_at_ms", 0)))
         rec.state, rec.worker_id, rec.pool = d["state"], d.get("worker_id"), d.get("pool")

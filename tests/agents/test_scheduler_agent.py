@@ -135,6 +135,8 @@ def test_assignment_goes_to_the_workers_own_partition_with_audit_and_status(harn
     assert harness.tables.tasks["t1"]["worker_id"] == "w1" and "running" not in harness.tables.workers["w1"]
     (entry,) = [v for k, v in harness.tables.cells.items() if "#outbox#" in k]
     assert entry["meta"]["seq"] == 1, "the outbox entry carries the cell's audit head"
+    assert [(o[1], o[2]) for o in entry["out"] if o[0] == "task_status"] == [("dDE=", "")], \
+        "a status is kept by its task's key alone: a new owner sends the task's current one"
 
 
 def test_undecodable_bytes_are_deadlettered_with_the_original_and_the_stream_moves_on(harness):
