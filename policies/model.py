@@ -205,8 +205,8 @@ class TaskRecord:
         """A JSON-able snapshot for the table store: the status's fields, then only what differs
         from its default (``from_dict`` restores the rest). The task's own fields sit under
         ``task`` less those the status already carries; the payload is kept as latin-1 text.
-        Written for every task a batch changes, so its size is the changelog's: about a third
-        of the full record's for a plain task (docs/decisions.md, "A task record holds what it
+        Written for every task a batch changes, so its size is the changelog's: less than half
+        the full record's for a plain task (docs/decisions.md, "A task record holds what it
         knows")."""
         d = self.to_status()
         for name, value in (("predicted_runtime_s", self.predicted_runtime_s), ("assigned_at_ms", self.assigned_at_ms),

@@ -51,7 +51,8 @@ def test_a_plain_record_leaves_its_defaults_out():
 
 
 def test_a_record_written_before_session_29_still_reads():
-    """Every field, the task's under ``task``: the bytes of a bench task's record at 78f3726."""
+    """Every field, the task's under ``task``: a bench task's record as 78f3726 wrote it, its
+    id shortened."""
     old = json.loads(
         '{"task_id":"dc47f862","cell":"default","tenant":"default","state":"assigned","priority":"medium",'
         '"worker_id":"w1","pool":"gpu_small","epoch":1,"attempts":1,"reason":null,"runtime_s":null,'
