@@ -385,8 +385,8 @@ def _measure(tasks: int, cells: int, schedulers: int, say: Callable[[str], None]
         # Some runs' first tenths go much faster than the rest (a start-up burst); the last third
         # of a run shows the sustained rate, a long run best. The same by decision (each
         # assignment's ``assigned_at_ms``, the scheduler's clock) tells which burst it was: in
-        # both, deciding went faster (a fast stretch of the host); in the hand-overs alone,
-        # outputs were held back and left together.
+        # both, the deciding went faster; in the hand-overs alone, outputs were held back and
+        # left together (docs/benchmarks/throughput.md, "Session 29").
         say("tasks/s by tenth of the run: " + " ".join(f"{r:.0f}" for r in _rates_by_tenth(ts)))
         decided = sorted(float(CODEC.decode_as("Assignment", m.value())["assigned_at_ms"]) for _, m in got)
         say("and by decision: " + " ".join(f"{r:.0f}" for r in _rates_by_tenth(decided))
