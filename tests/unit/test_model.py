@@ -3,6 +3,7 @@ table read back, and a task record written by an earlier version still reads."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from shunter.policies.model import Priority, Resources, Task, TaskRecord, TaskState
@@ -31,6 +32,13 @@ def _every_field_set(task: Task) -> TaskRecord:
 
 def _through_the_table(rec: TaskRecord) -> TaskRecord:
     return TaskRecord.from_dict(json.loads(json.dumps(rec.to_dict())))
+
+
+def test_the_full_task_sets_every_field_away_from_its_default():
+    """A field added to ``Task`` must be set here, so that the round trips below check that
+    ``Task.to_changes`` keeps it: a field it left out would be lost from the state table."""
+    plain = Task(task_id="", tenant="", cell="", task_type="", priority=Priority.MEDIUM, submitted_at_ms=0)
+    assert [f.name for f in dataclasses.fields(Task) if getattr(FULL, f.name) == getattr(plain, f.name)] == []
 
 
 def test_a_record_with_every_field_set_reads_back_equal():
