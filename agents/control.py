@@ -31,6 +31,15 @@ fifth of a core (docs/benchmarks/throughput.md, "Session 14"). Faust's group sti
 partitions, and so still decides which cells this process owns; its consumer keeps them paused
 (``streams/transport.py``). A batch of ordinary tasks is handled a few events per turn of the
 event loop, so a critical task on the control lane never waits behind a whole batch.
+
+A partition's ordinary tasks wait until the control lane has caught up on it: handled its
+heartbeats, completions and urgent submissions up to the end they had when the partition was
+given to this process (``Lane.waiting_for_sync``), as Kubernetes' scheduler waits for its
+informers' caches to sync before it places a pod. Otherwise a process that starts on a backlog
+places its first tasks before it has read the heartbeats of the workers already there: it
+queued 5,500 of 20,000 pre-loaded tasks for want of a worker whose heartbeat was sent before
+it started, and placed them in a rush once that heartbeat was read (docs/benchmarks/
+throughput.md, "Session 30"). The wait is capped (``SYNC_TIMEOUT_S``).
 """
 
 from __future__ import annotations
@@ -48,6 +57,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from shunter.agents import metrics
 from shunter.streams.app import CHANGELOG_PARTITION
+from shunter.streams.reader import watermarks
 from shunter.streams.settings import Settings
 
 log = logging.getLogger("shunter.control")
@@ -67,6 +77,12 @@ read again, and the handlers are idempotent (DESIGN.md section 8); Kafka Streams
 100 ms under exactly-once."""
 DURABLE_EVERY_S = 0.2
 """How often offsets of acknowledged state are passed to the reader to commit, between batches."""
+SYNC_TIMEOUT_S = 10.0
+"""How long a partition's ordinary tasks wait, at most, for the control lane to catch up on it
+(``Lane.waiting_for_sync``); past this they are placed with what it has read so far, and a
+warning says so."""
+SYNC_POLL_S = 0.005
+"""How often a task waiting for the control lane to catch up looks again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +94,15 @@ class ControlMessage:
     offset: int
     timestamp: float | None
     """Seconds since the epoch, as Faust gives it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Synced:
+    """Handed to the event loop by a lane's reader after the records that bring a partition up to
+    the end it had when it was assigned: once it is taken from the inbox, they are handled."""
+
+    partition: int
+    generation: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,22 +137,26 @@ class Lane:
 
     def __init__(self, settings: Settings, topics: Sequence[str],
                  handle: Callable[[ControlEvent, Callable[[], bool]], Awaitable[list[asyncio.Future[Any]] | None]],
-                 ready: Callable[[], bool], *, name: str = "control", turn: int = 0) -> None:
+                 ready: Callable[[], bool], *, name: str = "control", turn: int = 0,
+                 after: "Lane | None" = None) -> None:
         """``turn``: about this many events are handled in one turn of the event loop, never
         twice as many (0: a whole batch), so another lane's events do not wait behind a batch of
-        this one's (``_handle_batch``)."""
+        this one's (``_handle_batch``). ``after``: a partition's records wait until that lane
+        has caught up on the partition (``waiting_for_sync``)."""
         self.settings, self.topics, self.handle, self.ready = settings, tuple(topics), handle, ready
-        self.name, self.turn = name, turn
+        self.name, self.turn, self.after = name, turn, after
         self.group = lane_group(settings, name)
         self._lock = threading.Lock()
         self._owned: set[int] = set()
         self._generation: dict[int, int] = {}
         """Bumped whenever a partition is given up or taken: records read under an older
         generation are dropped unhandled, and the reader re-reads from the committed offset."""
+        self._synced: dict[int, int] = {}
+        """Partition -> the generation under which it was caught up (``waiting_for_sync``)."""
         self._commits: dict[tuple[str, int], int] = {}
         self._backlog = 0
         self._pending: deque[tuple[tuple[str, int], int, int, list[asyncio.Future[Any]]]] = deque()
-        self._inbox: asyncio.Queue[list[tuple[int, Any]]] | None = None
+        self._inbox: asyncio.Queue[list[tuple[int, Any]] | Synced] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -153,6 +182,19 @@ class Lane:
         with self._lock:
             return partition in self._owned and self._generation.get(partition) == generation
 
+    def waiting_for_sync(self, partition: int) -> bool:
+        """Whether ``partition`` is this lane's and not caught up yet: its records up to the end
+        each of its topics had when the partition was assigned are not all handled (or
+        ``SYNC_TIMEOUT_S`` has not passed since)."""
+        with self._lock:
+            generation = self._generation.get(partition)
+            return partition in self._owned and self._synced.get(partition) != generation
+
+    def _mark_synced(self, synced: Synced) -> None:
+        with self._lock:
+            if self._generation.get(synced.partition) == synced.generation:
+                self._synced[synced.partition] = synced.generation
+
     # ------------------------------------------------------------------------ the event loop side
     async def run(self) -> None:
         """Handle what the reader hands over, in order per partition; commit what is durable."""
@@ -167,6 +209,9 @@ class Lane:
         try:
             while True:
                 batch = await self._inbox.get()
+                if isinstance(batch, Synced):
+                    self._mark_synced(batch)  # the records before it are handled
+                    continue
                 await self._handle_batch(batch)
                 self._durable()
         finally:
@@ -202,6 +247,10 @@ class Lane:
         while not self.ready():  # tables recovering or a rebalance under way
             await asyncio.sleep(0.05)
         partition = m.partition()
+        while self.after is not None and self.after.waiting_for_sync(partition):
+            if not self._current(partition, generation):
+                return
+            await asyncio.sleep(SYNC_POLL_S)  # the workers' heartbeats first (this module's doc)
         if not self._current(partition, generation):
             return  # given up (or given up and taken back) since it was read: read again from the commit
         kind, ts = m.timestamp()
@@ -234,6 +283,8 @@ class Lane:
                            "enable.auto.commit": False})
         assigned: dict[int, int] = {}  # partition -> generation it was assigned under
         committed: dict[tuple[str, int], int] = {}
+        # Partition -> (its generation, the end of each of its topics to read up to, when to stop waiting).
+        syncing: dict[int, tuple[int, dict[tuple[str, int], int], float]] = {}
         lag_due = 0.0
         commit_due = 0.0
         try:
@@ -251,8 +302,12 @@ class Lane:
                         del assigned[p]
                 fresh = [p for p in wanted if p not in assigned]
                 if fresh:  # from the committed offset: whatever was read and dropped is read again
-                    consumer.incremental_assign(self._starts(consumer, legacy, fresh))
+                    starts = self._starts(consumer, legacy, fresh)
+                    consumer.incremental_assign(starts)
                     assigned.update({p: wanted[p] for p in fresh})
+                    for p in fresh:
+                        syncing[p] = (wanted[p], self._sync_targets(consumer, [tp for tp in starts if tp.partition == p]),
+                                      time.monotonic() + SYNC_TIMEOUT_S)
                 mine = [TopicPartition(t, p, o) for (t, p), o in commits.items() if p in assigned]
                 if mine:
                     try:
@@ -264,6 +319,8 @@ class Lane:
                 if time.monotonic() >= lag_due:
                     lag_due = time.monotonic() + LAG_EVERY_S
                     self._report_lag(consumer, assigned, committed)
+                if syncing:
+                    self._announce_synced(consumer, syncing, wanted)
                 if not assigned or backlog > BACKLOG:
                     time.sleep(0.01)
                     continue
@@ -281,6 +338,8 @@ class Lane:
                         self._backlog += len(batch)
                     assert self._loop is not None and self._inbox is not None
                     self._loop.call_soon_threadsafe(self._inbox.put_nowait, batch)
+                if syncing:  # after the batch: its records come before the partition counts as caught up
+                    self._announce_synced(consumer, syncing, wanted)
         except Exception:  # noqa: BLE001
             if self._stop.is_set() or self._loop is None or self._loop.is_closed():
                 return  # shutting down: the loop is gone, and nothing read here was committed
@@ -292,6 +351,43 @@ class Lane:
         finally:
             consumer.close()
             legacy.close()
+
+    def _sync_targets(self, consumer: Any, starts: list[TopicPartition]) -> dict[tuple[str, int], int]:
+        """The end (high watermark) of each of a fresh partition's topics that holds records past
+        where it is read from; a partition with none is caught up at once. A topic whose end the
+        broker does not give is not waited for (a warning; the partition is read all the same)."""
+        targets: dict[tuple[str, int], int] = {}
+        for tp in starts:
+            try:
+                low, high = watermarks(consumer, TopicPartition(tp.topic, tp.partition), timeout=SYNC_TIMEOUT_S)
+            except Exception:  # noqa: BLE001 - catching up is a courtesy to placement, never a reason to stop
+                log.warning("%s lane: no end of %s[%d] to catch up to", self.name, tp.topic, tp.partition, exc_info=True)
+                continue
+            start = tp.offset if tp.offset >= 0 else low
+            if high > max(start, low):
+                targets[(tp.topic, tp.partition)] = high
+        return targets
+
+    def _announce_synced(self, consumer: Any, syncing: dict[int, tuple[int, dict[tuple[str, int], int], float]],
+                         wanted: dict[int, int]) -> None:
+        """Hand the event loop a ``Synced`` for each partition read up to its targets (or out of
+        time), behind the records read so far."""
+        for p, (generation, targets, deadline) in list(syncing.items()):
+            if wanted.get(p) != generation:
+                del syncing[p]  # given up since: its next assignment brings targets of its own
+                continue
+            done = True
+            if targets:
+                read = consumer.position([TopicPartition(t, q) for t, q in targets])
+                done = all(tp.offset >= targets[(tp.topic, tp.partition)] for tp in read)
+            if not done and time.monotonic() < deadline:
+                continue
+            if not done:
+                log.warning("%s lane: not caught up on partition %d after %.0fs; its tasks are placed with what "
+                            "was read so far", self.name, p, SYNC_TIMEOUT_S)
+            del syncing[p]
+            assert self._loop is not None and self._inbox is not None
+            self._loop.call_soon_threadsafe(self._inbox.put_nowait, Synced(p, generation))
 
     def _report_lag(self, consumer: Any, assigned: dict[int, int], committed: dict[tuple[str, int], int]) -> None:
         """``shunter_consumer_lag`` for the lane's partitions, as the agent reports its own: the

@@ -35,7 +35,7 @@ from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
 from shunter.agents import console, metrics
-from shunter.agents.control import Lane
+from shunter.agents.control import SYNC_POLL_S, Lane
 from shunter.agents.continuity import Continuity
 from shunter.agents.watchdog import Watchdog
 from shunter.policies.cell import Cell, CellTiming, Effects
@@ -882,6 +882,16 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
         scheduler.check_state_acks()
 
     continuity = Continuity(settings)
+    inputs = set(agent_topics(settings))
+    owned: set[tuple[str, int]] = set()
+
+    def ready() -> bool:
+        return scheduler.recovered() and not app.rebalancing
+
+    control = control_topics(settings)
+    # Heartbeats, completions and urgent submissions (agents/control.py); the ordinary tasks of a
+    # partition wait until it has caught up on that partition, whoever reads them.
+    first = Lane(settings, control, scheduler.handle, ready) if control else None
 
     @app.agent(topics.inputs, name="scheduler")
     async def schedule(stream: Any) -> None:
@@ -902,6 +912,8 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
                     # commit stays before the hole and the restart reads the lost records.
                     _exit("the consumer skipped %d record(s) of %s[%d] (offsets %d-%d) before %d",
                           len(lost), msg.topic, msg.partition, lost[0], lost[-1], msg.offset)
+            while first is not None and first.waiting_for_sync(msg.partition):
+                await asyncio.sleep(SYNC_POLL_S)  # SHUNTER_TASK_LANE=0: the workers' heartbeats first, as the lane does
             try:
                 await scheduler.handle(event, ack=_acker(app, stream, event))
             except Exception:  # noqa: BLE001
@@ -933,18 +945,12 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
         except Exception:  # noqa: BLE001 - metrics must never stop the scheduler
             log.debug("consumer lag not available yet", exc_info=True)
 
-    inputs = set(agent_topics(settings))
-    owned: set[tuple[str, int]] = set()
-
-    def ready() -> bool:
-        return scheduler.recovered() and not app.rebalancing
-
-    control = control_topics(settings)
     lanes: list[Lane] = []
-    if control:
-        lanes.append(Lane(settings, control, scheduler.handle, ready))
+    if first is not None:
+        lanes.append(first)
     if laned:  # a few events a turn: a critical task on the control lane waits for at most that many
-        lanes.append(Lane(settings, sorted(laned), scheduler.handle, ready, name="tasks", turn=LANE_TURN))
+        # Each partition's tasks once the control lane has caught up on it (agents/control.py).
+        lanes.append(Lane(settings, sorted(laned), scheduler.handle, ready, name="tasks", turn=LANE_TURN, after=first))
 
     @app.task
     async def start_watchdog() -> None:

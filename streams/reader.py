@@ -33,7 +33,9 @@ _TRANSIENT = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILAB
 """What a topic created a moment ago answers until its leader is known everywhere."""
 
 
-def _watermarks(consumer: Consumer, tp: TopicPartition, timeout: float) -> tuple[int, int]:
+def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float) -> tuple[int, int]:
+    """A partition's low and high watermarks, asked of the broker (retrying while a topic created a
+    moment ago has no leader yet)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -56,7 +58,7 @@ def read_topic(settings: Settings, topic: str, timeout: float = 30.0) -> Iterato
         ends: dict[int, int] = {}
         assign = []
         for p in parts:
-            low, high = _watermarks(consumer, TopicPartition(topic, p), timeout)
+            low, high = watermarks(consumer, TopicPartition(topic, p), timeout)
             if high > low:
                 ends[p] = high
                 assign.append(TopicPartition(topic, p, OFFSET_BEGINNING))

@@ -3,10 +3,11 @@ partition is read from, and which offsets may be committed. (Reading a real brok
 is what every integration test does: heartbeats and completions reach the scheduler this way.)"""
 
 import asyncio
+import time
 
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-from shunter.agents.control import Lane
+from shunter.agents.control import Lane, Synced
 from shunter.streams.settings import Settings
 
 
@@ -140,3 +141,101 @@ def test_a_few_events_left_at_a_turns_end_join_it_rather_than_make_a_turn_of_the
     order = handled_around(turn=4, n=8)
     assert order.index("other lane") == 4, f"eight events with turns of four: two turns, {order}"
     assert [e for e in order if e != "other lane"] == [f"event {i}" for i in range(8)], "in order"
+
+
+class Ends:
+    """Answers a reader's questions about where its partitions end and where it has read to."""
+
+    def __init__(self, ends: dict[tuple[str, int], tuple[int, int]], read: dict[tuple[str, int], int]) -> None:
+        self.ends, self.read = ends, read
+
+    def get_watermark_offsets(self, tp, timeout):  # noqa: ANN001
+        return self.ends[(tp.topic, tp.partition)]
+
+    def position(self, tps):  # noqa: ANN001
+        return [TopicPartition(tp.topic, tp.partition, self.read.get((tp.topic, tp.partition), -1001)) for tp in tps]
+
+
+def test_a_partition_is_caught_up_once_its_records_up_to_the_end_it_had_when_assigned_are_handled():
+    async def go() -> None:
+        cl = lane()
+        cl._loop, cl._inbox = asyncio.get_running_loop(), asyncio.Queue()
+        cl.own({0, 1})
+        assert cl.waiting_for_sync(0) and cl.waiting_for_sync(1)
+        assert not cl.waiting_for_sync(2), "not this lane's partition: nothing to wait for"
+        # Partition 0: heartbeats up to offset 40, read from the lane's commit at 30; completions
+        # read from the beginning of an empty partition. Partition 1: read from its end already.
+        ends = Ends({("t.heartbeats", 0): (0, 40), ("t.completions", 0): (12, 12), ("t.heartbeats", 1): (0, 9),
+                     ("t.completions", 1): (0, 5)}, read={})
+        targets = {0: cl._sync_targets(ends, [TopicPartition("t.heartbeats", 0, 30),
+                                              TopicPartition("t.completions", 0, OFFSET_BEGINNING)]),
+                   1: cl._sync_targets(ends, [TopicPartition("t.heartbeats", 1, 9), TopicPartition("t.completions", 1, 5)])}
+        assert targets == {0: {("t.heartbeats", 0): 40}, 1: {}}
+        wanted = dict(cl._generation)
+        far = time.monotonic() + 60
+        syncing = {p: (wanted[p], targets[p], far) for p in (0, 1)}
+        ends.read[("t.heartbeats", 0)] = 39
+        cl._announce_synced(ends, syncing, wanted)
+        await asyncio.sleep(0)
+        assert list(syncing) == [0], "partition 1 had nothing to read; partition 0 has a record left"
+        ends.read[("t.heartbeats", 0)] = 40
+        cl._announce_synced(ends, syncing, wanted)
+        await asyncio.sleep(0)
+        assert syncing == {}
+        # Caught up only as the markers are taken from the inbox, behind the records read before them.
+        assert cl.waiting_for_sync(0) and cl.waiting_for_sync(1)
+        while not cl._inbox.empty():
+            cl._mark_synced(cl._inbox.get_nowait())
+        assert not cl.waiting_for_sync(0) and not cl.waiting_for_sync(1)
+        cl.disown({0})
+        cl.own({0})
+        assert cl.waiting_for_sync(0), "taken back: caught up again from its new start, not from the old read"
+
+    asyncio.run(go())
+
+
+def test_a_partition_not_caught_up_in_time_is_let_go_with_a_warning(caplog):
+    async def go() -> None:
+        cl = lane()
+        cl._loop, cl._inbox = asyncio.get_running_loop(), asyncio.Queue()
+        cl.own({0})
+        wanted = dict(cl._generation)
+        syncing = {0: (wanted[0], {("t.heartbeats", 0): 40}, time.monotonic() - 1)}
+        cl._announce_synced(Ends({}, read={("t.heartbeats", 0): 3}), syncing, wanted)
+        await asyncio.sleep(0)
+        cl._mark_synced(cl._inbox.get_nowait())
+        assert not cl.waiting_for_sync(0)
+
+    asyncio.run(go())
+    assert "not caught up on partition 0" in caplog.text
+
+
+def test_ordinary_tasks_wait_until_the_control_lane_has_caught_up_on_their_partition():
+    async def go() -> None:
+        handled: list[int] = []
+
+        async def handle(event, current):  # noqa: ANN001
+            handled.append(event.message.offset)
+            return []
+
+        control = lane()
+        tasks = Lane(Settings(app_id="app"), ["t.tasks"], handle, ready=lambda: True, name="tasks", after=control)
+        for cl in (control, tasks):
+            cl.own({0})
+        waiting = asyncio.get_running_loop().create_task(tasks._handle(tasks._generation[0], Record(7)))
+        await asyncio.sleep(0.05)
+        assert handled == [], "a task handled before the workers' heartbeats are read may queue for want of one"
+        control._mark_synced(Synced(0, control._generation[0]))
+        await asyncio.wait_for(waiting, 1)
+        assert handled == [7]
+        # A partition given up while its tasks wait: they are left for the next owner.
+        control.disown({0})
+        control.own({0})
+        gen = tasks._generation[0]
+        left = asyncio.get_running_loop().create_task(tasks._handle(gen, Record(8)))
+        await asyncio.sleep(0.02)
+        tasks.disown({0})
+        await asyncio.wait_for(left, 1)
+        assert handled == [7]
+
+    asyncio.run(go())

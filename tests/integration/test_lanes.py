@@ -4,6 +4,7 @@ the scheduler's own, while Faust's group still decides which process owns which 
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 
 import pytest
@@ -11,15 +12,20 @@ from confluent_kafka import Consumer, TopicPartition
 from harness import SchedulerProcess, unfinished, wait_until
 
 from shunter.agents.control import lane_group
-from shunter.connectors.client import ShunterClient, StatusTracker
+from shunter.connectors.client import ShunterClient, StatusTracker, producer
 from shunter.connectors.worker import ShunterWorker, WorkerSpec, demo_runner
 from shunter.policies.audit import verify
 from shunter.policies.model import TaskState
+from shunter.streams.codec import CODEC
 from shunter.streams.reader import read_records
 from shunter.streams.settings import Settings
 from shunter.streams.topics import TopicNames
 
 pytestmark = pytest.mark.integration
+
+HEARTBEATS = 3000
+"""Heartbeats waiting before the scheduler starts: enough that reading them takes longer than
+reading the first tasks."""
 
 
 def committed(settings: Settings, group: str) -> dict[int, int]:
@@ -77,3 +83,40 @@ def test_a_scheduler_switched_to_the_task_lane_reads_on_from_the_agents_commit(s
             s.stop()
         tracker.stop()
         worker.stop(drain=False)
+
+
+def test_a_backlog_is_placed_only_once_the_heartbeats_sent_before_the_scheduler_started_are_read(settings, tmp_path):
+    """A scheduler that starts on a backlog of tasks first reads the heartbeats already waiting
+    (agents/control.py): here every heartbeat but the last says the worker is draining, so a task
+    handled before that last one is read would be queued for want of a worker, its first status
+    "pending". None is: each is placed as it is read."""
+    s = settings.with_(heartbeat_timeout_s=120.0, lease_s=600.0)
+    names = TopicNames(s)
+    beats = producer(s)
+    for i in range(HEARTBEATS):
+        beats.produce(names.heartbeats, key=b"default", value=CODEC.encode("WorkerHeartbeat", {
+            "worker_id": "w1", "pool": "gpu_small", "cell": "default", "slots": 10_000, "free_slots": 10_000,
+            "resources": {"cpu": 1.0, "gpu": 1, "gpu_memory_gb": 24.0}, "region": "local", "labels": [],
+            "in_flight": [], "state": "draining" if i < HEARTBEATS - 1 else "active",
+            "sent_at_ms": int(time.time() * 1000)}))
+    beats.flush(30)
+    client = ShunterClient(s)
+    backlog = [client.submit("bench", payload=b"") for _ in range(300)]
+    client.flush()
+    scheduler = SchedulerProcess(s, tmp_path)
+    try:
+        scheduler.start()
+        assigned: set[str] = set()
+
+        def all_assigned() -> bool:
+            assigned.update(r["task_id"] for _, r in read_records(s, names.assignments))
+            return assigned >= set(backlog)
+        wait_until(all_assigned, 60, "every task of the backlog to be assigned",
+                   detail=lambda: f"{len(set(backlog) - assigned)} not yet\n{scheduler.log_tail(800)}")
+    finally:
+        scheduler.stop()
+    first: dict[str, str] = {}
+    for _, r in read_records(s, names.task_status):
+        first.setdefault(r["task_id"], r["state"])
+    queued = [t for t in backlog if first.get(t) != TaskState.ASSIGNED]
+    assert not queued, f"{len(queued)} of {len(backlog)} tasks queued before the worker's heartbeats were read"
