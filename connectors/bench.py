@@ -382,11 +382,12 @@ def _measure(tasks: int, cells: int, schedulers: int, say: Callable[[str], None]
         span = max(1e-3, (ts[-1] - ts[0]) / 1000.0)
         rate = tasks / span
         say(f"placed {tasks} tasks in {span:.2f}s: {rate:.0f} tasks/s")
-        # Some runs' first tenths go much faster than the rest (a start-up burst); the last third
-        # of a run shows the sustained rate, a long run best. The same by decision (each
-        # assignment's ``assigned_at_ms``, the scheduler's clock) tells which burst it was: in
-        # both, the deciding went faster; in the hand-overs alone, outputs were held back and
-        # left together (docs/benchmarks/throughput.md, "Session 29").
+        # The rate by tenth shows whether the run went evenly; the last third of a run shows the
+        # sustained rate, a long run best. The same by decision (each assignment's
+        # ``assigned_at_ms``, the scheduler's clock) tells a faster deciding from outputs held back
+        # and leaving together. Until session 30 many runs' first tenths went twice as fast: the
+        # scheduler had queued its first tasks before reading the worker's heartbeat, and placed
+        # them in a rush (docs/benchmarks/throughput.md, "Session 30"; agents/control.py).
         say("tasks/s by tenth of the run: " + " ".join(f"{r:.0f}" for r in _rates_by_tenth(ts)))
         decided = sorted(float(CODEC.decode_as("Assignment", m.value())["assigned_at_ms"]) for _, m in got)
         say("and by decision: " + " ".join(f"{r:.0f}" for r in _rates_by_tenth(decided))
@@ -463,8 +464,8 @@ def _measure(tasks: int, cells: int, schedulers: int, say: Callable[[str], None]
     return {
         "tasks": tasks, "tasks_per_s": round(rate, 1), "ceiling_per_s": round(ceiling, 1),
         "ratio_to_ceiling": round(rate / ceiling, 3) if ceiling else None,
-        # The same over the last third of each run, past the start-up burst (the first outputs
-        # wait for the first state writes, then leave together), so a short run is not flattered.
+        # The same over the last third of each run, past its start (the first outputs wait for
+        # the first state writes, then leave together), so a short run is not flattered.
         "sustained": {"tasks_per_s": round(sustained, 1), "ceiling_per_s": round(ceiling_sustained, 1),
                       "ratio_to_ceiling": round(sustained / ceiling_sustained, 3) if ceiling_sustained else None},
         "latency_ms": {"p50": _pct(lat, 0.5), "p95": _pct(lat, 0.95), "p99": _pct(lat, 0.99)},
@@ -485,8 +486,9 @@ def _measure(tasks: int, cells: int, schedulers: int, say: Callable[[str], None]
         "latency_broker_cores": broker_cores,
         # How fast the machine ran a fixed piece of Python while the probe was offered
         # (``HostProbe``): the share of timings at least 1.3 times the fastest, and the median and
-        # largest as multiples of it. A probe whose host ran slow in a third of it is not
-        # comparable with one whose host did not.
+        # largest as multiples of it, and the fastest in ms. A probe whose host ran slow in a
+        # third of it is not comparable with one whose host did not, nor a day whose fastest is
+        # four times another's.
         "latency_host": slowdown,
         # The no-op agent's submit-to-output latency at the same offered rate, in the same run:
         # what the machine, the broker and Faust take before the scheduler does anything.
@@ -603,13 +605,17 @@ class HostProbe:
 
 def host_slowdown(timings: Sequence[float]) -> dict[str, float | int | None]:
     """The share of ``timings`` at least ``HOST_SLOW`` times the fastest, and the median and
-    largest as multiples of it (None with fewer than ten timings: too short a probe to tell)."""
+    largest as multiples of it (None with fewer than ten timings: too short a probe to tell); and
+    the fastest itself, in ms, so that runs on different days compare: a host slow all through a
+    probe has no slow share, only a slower fastest (0.76 ms in session 28, 3.2-3.6 in session 30)."""
     if len(timings) < 10:
-        return {"timings": len(timings), "slow_share": None, "slowdown_p50": None, "slowdown_max": None}
+        return {"timings": len(timings), "slow_share": None, "slowdown_p50": None, "slowdown_max": None,
+                "fastest_ms": None}
     fastest = min(timings)
     ratios = [t / fastest for t in timings]
     return {"timings": len(timings), "slow_share": round(sum(r >= HOST_SLOW for r in ratios) / len(ratios), 3),
-            "slowdown_p50": percentile(ratios, 0.5, digits=2), "slowdown_max": round(max(ratios), 2)}
+            "slowdown_p50": percentile(ratios, 0.5, digits=2), "slowdown_max": round(max(ratios), 2),
+            "fastest_ms": round(fastest, 3)}
 
 
 def write_probe(path: str, rows: Sequence[tuple[str, float, int, int]]) -> None:
@@ -636,8 +642,9 @@ def _rates_by_tenth(ts: Sequence[float]) -> list[float]:
 
 
 def _last_third_rate(ts: Sequence[float]) -> float:
-    """Rate over the last third of the sorted timestamps (ms): past the start-up burst, which
-    lasted the first half to two thirds of a 5,000-task run here (a longer run measures better)."""
+    """Rate over the last third of the sorted timestamps (ms): past a run's start, which took
+    the first half to two thirds of a 5,000-task run here before session 30 (a longer run
+    measures better)."""
     start = (2 * len(ts)) // 3
     return (len(ts) - 1 - start) / max(1e-3, (ts[-1] - ts[start]) / 1000.0)
 

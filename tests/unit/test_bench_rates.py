@@ -220,9 +220,15 @@ def test_the_hosts_slowdown_is_the_share_of_timings_well_above_the_fastest():
 
     assert HOST_SLOW == 1.3
     timings = [1.0] * 6 + [1.29, 1.3, 1.75, 2.0]  # two of ten under the line, three on or above it
-    assert host_slowdown(timings) == {"timings": 10, "slow_share": 0.3, "slowdown_p50": 1.0, "slowdown_max": 2.0}
-    assert host_slowdown([0.5 * t for t in timings]) == host_slowdown(timings), "relative to the run's own fastest"
-    assert host_slowdown([1.0] * 9) == {"timings": 9, "slow_share": None, "slowdown_p50": None, "slowdown_max": None}
+    assert host_slowdown(timings) == {"timings": 10, "slow_share": 0.3, "slowdown_p50": 1.0, "slowdown_max": 2.0,
+                                      "fastest_ms": min(timings)}
+    half = host_slowdown([0.5 * t for t in timings])
+    assert half.pop("fastest_ms") == 0.5 * min(timings), "the fastest, in ms: a host slow all through shows here"
+    whole = host_slowdown(timings)
+    whole.pop("fastest_ms")
+    assert half == whole, "the rest relative to the run's own fastest"
+    assert host_slowdown([1.0] * 9) == {"timings": 9, "slow_share": None, "slowdown_p50": None, "slowdown_max": None,
+                                        "fastest_ms": None}
 
 
 def test_the_host_probe_times_its_work_in_a_process_of_its_own_until_stopped():
