@@ -32,8 +32,8 @@ def test_throughput_bench_runs_and_reports_its_contract(kafka, monkeypatch, tmp_
     # The host probe's timings during the probe: a 150-task probe is over in milliseconds, too
     # short for ten of them, so no share is given (tests/unit/test_bench_rates.py).
     host = doc["latency_host"]
-    assert set(host) == {"timings", "slow_share", "slowdown_p50", "slowdown_max"} and host["timings"] < 10
-    assert host["slow_share"] is None
+    assert set(host) == {"timings", "slow_share", "slowdown_p50", "slowdown_max", "fastest_ms"} and host["timings"] < 10
+    assert host["slow_share"] is None and host["fastest_ms"] is None
     assert doc["tasks"] == 150 and doc["tasks_per_s"] > 0 and doc["ceiling_per_s"] > 0
     assert set(doc["sustained"]) == {"tasks_per_s", "ceiling_per_s", "ratio_to_ceiling"}
     assert doc["sustained"]["tasks_per_s"] > 0 and doc["sustained"]["ceiling_per_s"] > 0
