@@ -138,13 +138,15 @@ class Lane:
     def __init__(self, settings: Settings, topics: Sequence[str],
                  handle: Callable[[ControlEvent, Callable[[], bool]], Awaitable[list[asyncio.Future[Any]] | None]],
                  ready: Callable[[], bool], *, name: str = "control", turn: int = 0,
-                 after: "Lane | None" = None) -> None:
+                 catch_up: bool = False, after: "Lane | None" = None) -> None:
         """``turn``: about this many events are handled in one turn of the event loop, never
         twice as many (0: a whole batch), so another lane's events do not wait behind a batch of
-        this one's (``_handle_batch``). ``after``: a partition's records wait until that lane
-        has caught up on the partition (``waiting_for_sync``)."""
+        this one's (``_handle_batch``). ``catch_up``: the reader tells when it has caught up on
+        each partition it is given, for others to wait on (``waiting_for_sync``; without it
+        nothing waits for this lane). ``after``: a partition's records wait until that lane has
+        caught up on the partition."""
         self.settings, self.topics, self.handle, self.ready = settings, tuple(topics), handle, ready
-        self.name, self.turn, self.after = name, turn, after
+        self.name, self.turn, self.catch_up, self.after = name, turn, catch_up, after
         self.group = lane_group(settings, name)
         self._lock = threading.Lock()
         self._owned: set[int] = set()
@@ -185,7 +187,9 @@ class Lane:
     def waiting_for_sync(self, partition: int) -> bool:
         """Whether ``partition`` is this lane's and not caught up yet: its records up to the end
         each of its topics had when the partition was assigned are not all handled (or
-        ``SYNC_TIMEOUT_S`` has not passed since)."""
+        ``SYNC_TIMEOUT_S`` has not passed since). Never for a lane without ``catch_up``."""
+        if not self.catch_up:
+            return False
         with self._lock:
             generation = self._generation.get(partition)
             return partition in self._owned and self._synced.get(partition) != generation
@@ -305,7 +309,7 @@ class Lane:
                     starts = self._starts(consumer, legacy, fresh)
                     consumer.incremental_assign(starts)
                     assigned.update({p: wanted[p] for p in fresh})
-                    for p in fresh:
+                    for p in fresh if self.catch_up else ():
                         syncing[p] = (wanted[p], self._sync_targets(consumer, [tp for tp in starts if tp.partition == p]),
                                       time.monotonic() + SYNC_TIMEOUT_S)
                 mine = [TopicPartition(t, p, o) for (t, p), o in commits.items() if p in assigned]

@@ -891,7 +891,7 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
     control = control_topics(settings)
     # Heartbeats, completions and urgent submissions (agents/control.py); the ordinary tasks of a
     # partition wait until it has caught up on that partition, whoever reads them.
-    first = Lane(settings, control, scheduler.handle, ready) if control else None
+    first = Lane(settings, control, scheduler.handle, ready, catch_up=True) if control else None
 
     @app.agent(topics.inputs, name="scheduler")
     async def schedule(stream: Any) -> None:

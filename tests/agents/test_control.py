@@ -12,7 +12,8 @@ from shunter.streams.settings import Settings
 
 
 def lane() -> Lane:
-    return Lane(Settings(app_id="app"), ["t.heartbeats", "t.completions"], handle=None, ready=lambda: True)  # type: ignore[arg-type]
+    return Lane(Settings(app_id="app"), ["t.heartbeats", "t.completions"], handle=None, ready=lambda: True,  # type: ignore[arg-type]
+                catch_up=True)
 
 
 class Commits:
@@ -163,6 +164,9 @@ def test_a_partition_is_caught_up_once_its_records_up_to_the_end_it_had_when_ass
         cl.own({0, 1})
         assert cl.waiting_for_sync(0) and cl.waiting_for_sync(1)
         assert not cl.waiting_for_sync(2), "not this lane's partition: nothing to wait for"
+        quiet = Lane(Settings(app_id="app"), ["t.tasks"], handle=None, ready=lambda: True)  # type: ignore[arg-type]
+        quiet.own({0})
+        assert not quiet.waiting_for_sync(0), "a lane nobody waits on never holds anything back"
         # Partition 0: heartbeats up to offset 40, read from the lane's commit at 30; completions
         # read from the beginning of an empty partition. Partition 1: read from its end already.
         ends = Ends({("t.heartbeats", 0): (0, 40), ("t.completions", 0): (12, 12), ("t.heartbeats", 1): (0, 9),

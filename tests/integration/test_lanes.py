@@ -85,12 +85,15 @@ def test_a_scheduler_switched_to_the_task_lane_reads_on_from_the_agents_commit(s
         worker.stop(drain=False)
 
 
-def test_a_backlog_is_placed_only_once_the_heartbeats_sent_before_the_scheduler_started_are_read(settings, tmp_path):
+@pytest.mark.parametrize("task_lane", [True, False], ids=["task lane", "faust agent"])
+def test_a_backlog_is_placed_only_once_the_heartbeats_sent_before_the_scheduler_started_are_read(settings, tmp_path,
+                                                                                                 task_lane):
     """A scheduler that starts on a backlog of tasks first reads the heartbeats already waiting
-    (agents/control.py): here every heartbeat but the last says the worker is draining, so a task
-    handled before that last one is read would be queued for want of a worker, its first status
+    (agents/control.py), whether its task lane or its Faust agent (SHUNTER_TASK_LANE=0) reads
+    the tasks: here every heartbeat but the last says the worker is draining, so a task handled
+    before that last one is read would be queued for want of a worker, its first status
     "pending". None is: each is placed as it is read."""
-    s = settings.with_(heartbeat_timeout_s=120.0, lease_s=600.0)
+    s = settings.with_(heartbeat_timeout_s=120.0, lease_s=600.0, task_lane=task_lane)
     names = TopicNames(s)
     beats = producer(s)
     for i in range(HEARTBEATS):
