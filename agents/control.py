@@ -194,6 +194,15 @@ class Lane:
             generation = self._generation.get(partition)
             return partition in self._owned and self._synced.get(partition) != generation
 
+    async def synced(self, partition: int, current: Callable[[], bool] | None = None) -> bool:
+        """Wait while ``partition`` is ``waiting_for_sync``; False if ``current`` (whether the
+        caller still owns what it holds) turned false meanwhile."""
+        while self.waiting_for_sync(partition):
+            if current is not None and not current():
+                return False
+            await asyncio.sleep(SYNC_POLL_S)
+        return True
+
     def _mark_synced(self, synced: Synced) -> None:
         with self._lock:
             if self._generation.get(synced.partition) == synced.generation:
@@ -251,10 +260,11 @@ class Lane:
         while not self.ready():  # tables recovering or a rebalance under way
             await asyncio.sleep(0.05)
         partition = m.partition()
-        while self.after is not None and self.after.waiting_for_sync(partition):
-            if not self._current(partition, generation):
+        # The workers' heartbeats first (this module's doc); given up meanwhile: left for the next
+        # owner. Looked at before waiting: no coroutine per event once caught up.
+        if self.after is not None and self.after.waiting_for_sync(partition):
+            if not await self.after.synced(partition, lambda: self._current(partition, generation)):
                 return
-            await asyncio.sleep(SYNC_POLL_S)  # the workers' heartbeats first (this module's doc)
         if not self._current(partition, generation):
             return  # given up (or given up and taken back) since it was read: read again from the commit
         kind, ts = m.timestamp()

@@ -35,7 +35,7 @@ from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
 from shunter.agents import console, metrics
-from shunter.agents.control import SYNC_POLL_S, Lane
+from shunter.agents.control import Lane
 from shunter.agents.continuity import Continuity
 from shunter.agents.watchdog import Watchdog
 from shunter.policies.cell import Cell, CellTiming, Effects
@@ -882,8 +882,6 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
         scheduler.check_state_acks()
 
     continuity = Continuity(settings)
-    inputs = set(agent_topics(settings))
-    owned: set[tuple[str, int]] = set()
 
     def ready() -> bool:
         return scheduler.recovered() and not app.rebalancing
@@ -912,8 +910,8 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
                     # commit stays before the hole and the restart reads the lost records.
                     _exit("the consumer skipped %d record(s) of %s[%d] (offsets %d-%d) before %d",
                           len(lost), msg.topic, msg.partition, lost[0], lost[-1], msg.offset)
-            while first is not None and first.waiting_for_sync(msg.partition):
-                await asyncio.sleep(SYNC_POLL_S)  # SHUNTER_TASK_LANE=0: the workers' heartbeats first, as the lane does
+            if first is not None and first.waiting_for_sync(msg.partition):
+                await first.synced(msg.partition)  # SHUNTER_TASK_LANE=0: the workers' heartbeats first, as the lane does
             try:
                 await scheduler.handle(event, ack=_acker(app, stream, event))
             except Exception:  # noqa: BLE001
@@ -945,6 +943,8 @@ def install(app: faust.App, topics: SchedulerTopics, tables: SchedulerTables, se
         except Exception:  # noqa: BLE001 - metrics must never stop the scheduler
             log.debug("consumer lag not available yet", exc_info=True)
 
+    inputs = set(agent_topics(settings))
+    owned: set[tuple[str, int]] = set()
     lanes: list[Lane] = []
     if first is not None:
         lanes.append(first)
